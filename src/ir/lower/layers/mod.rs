@@ -1,0 +1,63 @@
+//! The built-in layers and functions: one row each, with its signature and its
+//! lowering to primitives. docs/language.md documents every row.
+
+mod act;
+mod loss;
+mod nn;
+mod tensor;
+
+use super::Lowerer;
+use super::args::{Bound, P};
+use super::value::{TRef, Value};
+use crate::diag::Span;
+
+/// A call being lowered: its tensor inputs and bound arguments.
+pub struct Apply<'p> {
+    pub inputs: Vec<TRef>,
+    pub args: Bound<'p>,
+    /// Where the layer was written.
+    pub span: Span,
+}
+
+pub type LowerFn = for<'p, 'b, 'c> fn(&'c mut Lowerer<'p, 'b>, &'c Apply<'p>) -> Value<'p>;
+
+pub struct Builtin {
+    pub name: &'static str,
+    /// How many tensor inputs: at least `.0`, at most `.1` (`None`: any number).
+    pub inputs: (usize, Option<usize>),
+    pub sig: &'static [P],
+    /// Prefix of automatic layer names (`fc` → `fc1`, `fc2`); `None` for plain
+    /// functions, which are not rows of the summary.
+    pub prefix: Option<&'static str>,
+    pub lower: LowerFn,
+    /// One line for `--help` and the docs.
+    pub doc: &'static str,
+}
+
+impl std::fmt::Debug for Builtin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Builtin({})", self.name)
+    }
+}
+
+/// Every built-in, in documentation order.
+pub fn all() -> impl Iterator<Item = &'static Builtin> {
+    nn::TABLE
+        .iter()
+        .chain(act::TABLE)
+        .chain(tensor::TABLE)
+        .chain(loss::TABLE)
+}
+
+pub fn find(name: &str) -> Option<&'static Builtin> {
+    all().find(|b| b.name == name)
+}
+
+pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+    all().map(|b| b.name)
+}
+
+/// The one input of a single-input layer.
+fn x(a: &Apply<'_>) -> TRef {
+    a.inputs[0]
+}

@@ -1,0 +1,948 @@
+//! Lowering: syntax tree → IR. Blocks are expanded, names resolved, layers
+//! turned into primitives with their parameters, and every node's shape
+//! inferred by the rules of [`crate::ir::shape`] as it is built (a layer's
+//! parameters are sized from its input). Errors are collected, not thrown:
+//! a node whose shape cannot be known is "poisoned" and silences the errors
+//! that would only follow from it, so one run reports every real problem.
+
+mod args;
+mod expr;
+mod layers;
+mod recur;
+mod scope;
+mod train;
+mod value;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::diag::{Diagnostic, Span};
+use crate::ir::graph::{Graph, LayerId, Node, NodeId};
+use crate::ir::model::{Init, Input, InputKind, Mode, Model, Param, State};
+use crate::ir::ops::{Op, ParamId, StateId};
+use crate::ir::shape;
+use crate::ir::types::{Dim, Shape, TensorType};
+use crate::syntax::ast;
+use crate::syntax::program::Program;
+
+pub use layers::builtin_names;
+
+/// The closest known name to a misspelt one.
+pub fn suggest_name<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    args::suggest(name, known)
+}
+use value::{Env, TRef, Value};
+
+/// How to lower.
+#[derive(Debug, Clone)]
+pub struct LowerOptions {
+    pub mode: Mode,
+    /// Refuse models whose forward tensors need more bytes than this at the
+    /// training batch size.
+    pub memory_limit: u64,
+}
+
+impl Default for LowerOptions {
+    fn default() -> LowerOptions {
+        LowerOptions {
+            mode: Mode::Train,
+            memory_limit: 16 << 30,
+        }
+    }
+}
+
+/// Blocks are expanded inline; a block that calls itself deeper than this is refused.
+const MAX_BLOCK_DEPTH: usize = 64;
+/// Largest number of elements one tensor may have per batch item.
+const MAX_ELEMENTS: usize = 1 << 40;
+
+/// The blocks of a program by name, and the problems found collecting them.
+pub struct Blocks<'p> {
+    map: HashMap<&'p str, &'p ast::BlockDef>,
+}
+
+impl<'p> Blocks<'p> {
+    pub fn collect(program: &'p Program, diags: &mut Vec<Diagnostic>) -> Blocks<'p> {
+        let mut map: HashMap<&'p str, &'p ast::BlockDef> = HashMap::new();
+        for (_, file) in &program.files {
+            for b in &file.blocks {
+                if let Some(prev) = map.get(b.name.name.as_str()) {
+                    diags.push(
+                        Diagnostic::error(
+                            b.name.span,
+                            format!("the block `{}` is defined twice", b.name.name),
+                        )
+                        .label("second definition")
+                        .with(prev.name.span, "first defined here"),
+                    );
+                    continue;
+                }
+                if layers::find(&b.name.name).is_some() {
+                    diags.push(
+                        Diagnostic::error(
+                            b.name.span,
+                            format!(
+                                "`{}` is a built-in layer; a block cannot take its name",
+                                b.name.name
+                            ),
+                        )
+                        .label("built-in name")
+                        .help("choose another name for the block"),
+                    );
+                    continue;
+                }
+                map.insert(&b.name.name, b);
+            }
+        }
+        Blocks { map }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'p ast::BlockDef> {
+        self.map.get(name).copied()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().copied()
+    }
+}
+
+/// Lowers one model (and its `train` block, if the file has one).
+pub fn lower_model<'p>(
+    blocks: &Blocks<'p>,
+    def: &'p ast::ModelDef,
+    train: Option<&'p ast::TrainDef>,
+    opts: &LowerOptions,
+) -> (Model, Vec<Diagnostic>) {
+    let mut l = Lowerer::new(blocks, def, opts.mode);
+    l.lower_body(def);
+    if let Some(t) = train {
+        l.model.train = train::lower(t, &mut l.diags);
+    }
+    l.finish(opts);
+    (l.model, l.diags)
+}
+
+/// A recurrence body being built: its graph and where its arguments come from.
+struct Frame {
+    graph: Graph,
+    /// Argument nodes in the order they were met, with their kind.
+    args: Vec<(ArgKind, NodeId)>,
+    /// Outer tensors read in the body, by outer ref: their argument node.
+    captured: HashMap<TRef, NodeId>,
+    /// Sequences sliced at `t`: outer ref → argument node.
+    sliced: HashMap<TRef, NodeId>,
+    /// Offset of the first step (`recur t in a..b` reads x[a + step]).
+    start: i64,
+    steps: usize,
+    state_args: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArgKind {
+    Seq(TRef),
+    State,
+    Capture(TRef),
+}
+
+pub(crate) struct Lowerer<'p, 'b> {
+    blocks: &'b Blocks<'p>,
+    model: Model,
+    diags: Vec<Diagnostic>,
+    mode: Mode,
+    env: Env<'p>,
+    /// Names looked up at least once, by the span of their definition.
+    used: HashSet<Span>,
+    frames: Vec<Frame>,
+    scope: scope::Scope,
+    block_depth: usize,
+    dropout_streams: u32,
+    /// Spans already warned about (a block instantiated twice warns once).
+    warned: HashSet<Span>,
+}
+
+impl<'p, 'b> Lowerer<'p, 'b> {
+    fn new(blocks: &'b Blocks<'p>, def: &ast::ModelDef, mode: Mode) -> Lowerer<'p, 'b> {
+        Lowerer {
+            blocks,
+            model: Model {
+                name: def.name.name.clone(),
+                span: def.name.span,
+                mode,
+                graph: Graph::new(),
+                inputs: Vec::new(),
+                params: Vec::new(),
+                states: Vec::new(),
+                state_updates: Vec::new(),
+                layers: Vec::new(),
+                names: Vec::new(),
+                outputs: Vec::new(),
+                loss: None,
+                train: None,
+            },
+            diags: Vec::new(),
+            mode,
+            env: Env::default(),
+            used: HashSet::new(),
+            frames: Vec::new(),
+            scope: scope::Scope::default(),
+            block_depth: 0,
+            dropout_streams: 0,
+            warned: HashSet::new(),
+        }
+    }
+
+    fn error(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    fn warn_once(&mut self, d: Diagnostic) {
+        if self.warned.insert(d.primary.span) {
+            self.diags.push(d);
+        }
+    }
+
+    // ------------------------------------------------------------ graph access
+
+    fn depth(&self) -> u32 {
+        self.frames.len() as u32
+    }
+
+    fn graph_at(&mut self, depth: u32) -> &mut Graph {
+        if depth == 0 {
+            &mut self.model.graph
+        } else {
+            &mut self.frames[depth as usize - 1].graph
+        }
+    }
+
+    fn graph_ref(&self, depth: u32) -> &Graph {
+        if depth == 0 {
+            &self.model.graph
+        } else {
+            &self.frames[depth as usize - 1].graph
+        }
+    }
+
+    fn node(&self, t: TRef) -> &Node {
+        self.graph_ref(t.depth).node(t.node)
+    }
+
+    pub(crate) fn ty(&self, t: TRef) -> Option<&TensorType> {
+        self.node(t).ty.as_ref()
+    }
+
+    fn shape(&self, t: TRef) -> Option<Shape> {
+        self.ty(t).map(|t| t.shape.clone())
+    }
+
+    fn span_of(&self, t: TRef) -> Span {
+        self.node(t).span
+    }
+
+    /// Makes an outer tensor usable at the current depth, capturing it into
+    /// each recurrence body in between.
+    fn import(&mut self, t: TRef) -> TRef {
+        self.import_to(t, self.depth())
+    }
+
+    /// Makes a tensor usable at recurrence depth `target`.
+    fn import_to(&mut self, t: TRef, target: u32) -> TRef {
+        let mut cur = t;
+        while cur.depth < target {
+            let inner = cur.depth + 1;
+            let frame = &self.frames[inner as usize - 1];
+            if let Some(&arg) = frame.captured.get(&cur) {
+                cur = TRef {
+                    depth: inner,
+                    node: arg,
+                };
+                continue;
+            }
+            let ty = self.ty(cur).cloned();
+            let span = self.span_of(cur);
+            let frame = &mut self.frames[inner as usize - 1];
+            let arg = frame.graph.push(Node {
+                op: Op::Arg(0),
+                inputs: Vec::new(),
+                ty,
+                span,
+                layer: None,
+            });
+            frame.args.push((ArgKind::Capture(cur), arg));
+            frame.captured.insert(cur, arg);
+            cur = TRef {
+                depth: inner,
+                node: arg,
+            };
+        }
+        cur
+    }
+
+    /// Adds a node with no inputs and a known type at the current depth.
+    fn leaf(&mut self, op: Op, ty: Option<TensorType>, span: Span) -> TRef {
+        let depth = self.depth();
+        let layer = self.scope.current_layer();
+        let node = self.graph_at(depth).push(Node {
+            op,
+            inputs: Vec::new(),
+            ty,
+            span,
+            layer,
+        });
+        TRef { depth, node }
+    }
+
+    /// Adds an op node, inferring its type. Shape errors are reported here with
+    /// the op's span and the origins of the inputs to blame.
+    pub(crate) fn add(&mut self, op: Op, inputs: &[TRef], span: Span) -> TRef {
+        let inputs: Vec<TRef> = inputs.iter().map(|&t| self.import(t)).collect();
+        let depth = self.depth();
+        let ty = {
+            let g = self.graph_ref(depth);
+            let tys: Option<Vec<&TensorType>> =
+                inputs.iter().map(|t| g.node(t.node).ty.as_ref()).collect();
+            let ops: Vec<&Op> = inputs.iter().map(|t| &g.node(t.node).op).collect();
+            tys.map(|tys| shape::infer(&op, &tys, &ops))
+        };
+        let ty = match ty {
+            None => None,
+            Some(Ok(t)) => self.check_size(t, span),
+            Some(Err(e)) => {
+                let mut d = Diagnostic::error(span, e.message).label(e.label);
+                for &i in &e.blame {
+                    if let Some(&t) = inputs.get(i) {
+                        let shape = self.ty(t).map(|t| t.shape.to_string()).unwrap_or_default();
+                        let what = self.describe_origin(t);
+                        d = d.with(self.span_of(t), format!("{what}{shape}"));
+                    }
+                }
+                if let Some(h) = e.help {
+                    d = d.help(h);
+                }
+                self.error(d);
+                None
+            }
+        };
+        let layer = self.scope.current_layer();
+        let node = self.graph_at(depth).push(Node {
+            op,
+            inputs: inputs.iter().map(|t| t.node).collect(),
+            ty,
+            span,
+            layer,
+        });
+        TRef { depth, node }
+    }
+
+    /// "x is ", "this is " — how a secondary label introduces a tensor.
+    fn describe_origin(&self, t: TRef) -> String {
+        if t.depth == 0
+            && let Some(name) = self.model.name_of(t.node)
+        {
+            return format!("`{name}` is ");
+        }
+        "this is ".to_string()
+    }
+
+    fn check_size(&mut self, t: TensorType, span: Span) -> Option<TensorType> {
+        match t.shape.numel_parts() {
+            Some((n, _)) if n <= MAX_ELEMENTS => Some(t),
+            _ => {
+                self.error(
+                    Diagnostic::error(
+                        span,
+                        format!("a tensor of shape {} is too large to exist", t.shape),
+                    )
+                    .label("more than 2^40 elements per batch item"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A scalar constant at the current depth.
+    fn scalar(&mut self, v: f64, span: Span) -> TRef {
+        self.add(
+            Op::Fill {
+                value: v,
+                shape: Shape::scalar(),
+            },
+            &[],
+            span,
+        )
+    }
+
+    // ------------------------------------------------------------ parameters
+
+    /// Creates (or, for a shared layer applied again, finds) the parameter
+    /// `local` of the current layer.
+    fn param(&mut self, local: &str, shape: Shape, init: Init, span: Span) -> TRef {
+        let name = self.scope.qualify(local);
+        if let Some(existing) = self.scope.reuse_param(&name) {
+            let p = &mut self.model.params[existing.0 as usize];
+            p.uses += 1;
+            let (node, pshape, pspan) = (p.node, p.shape.clone(), p.span);
+            if pshape != shape {
+                self.error(
+                    Diagnostic::error(
+                        span,
+                        format!(
+                            "this shared layer needs `{name}` to be {shape}, but it was created as {pshape}"
+                        ),
+                    )
+                    .label("applied to a differently shaped input")
+                    .with(pspan, "first applied here")
+                    .help("a layer applied twice shares its weights, so its inputs must have the same shape"),
+                );
+            }
+            return TRef { depth: 0, node };
+        }
+        let id = ParamId(self.model.params.len() as u32);
+        let node = self.model.graph.push(Node {
+            op: Op::Param(id),
+            inputs: Vec::new(),
+            ty: Some(TensorType::f32(shape.clone())),
+            span,
+            layer: self.scope.current_layer(),
+        });
+        self.scope.register_param(name.clone(), id);
+        self.model.params.push(Param {
+            name,
+            shape,
+            init,
+            node,
+            span,
+            layer: self.scope.current_layer(),
+            uses: 1,
+        });
+        if let Some(l) = self.scope.current_layer() {
+            self.model.layers[l.0 as usize].params.push(id);
+        }
+        TRef { depth: 0, node }
+    }
+
+    /// A persistent buffer (running statistics, carried state) at the top level.
+    fn state(&mut self, local: &str, ty: TensorType, init: f64, span: Span) -> (StateId, TRef) {
+        let name = self.scope.qualify(local);
+        let id = StateId(self.model.states.len() as u32);
+        let node = self.model.graph.push(Node {
+            op: Op::State(id),
+            inputs: Vec::new(),
+            ty: Some(ty.clone()),
+            span,
+            layer: self.scope.current_layer(),
+        });
+        self.model.states.push(State {
+            name,
+            ty,
+            init,
+            node,
+            span,
+        });
+        (id, TRef { depth: 0, node })
+    }
+
+    // ------------------------------------------------------------ names
+
+    /// Binds a name in the current scope; a second binding is an error.
+    fn bind(&mut self, name: &ast::Ident, value: Value<'p>) {
+        if name.name.is_empty() {
+            return;
+        }
+        if let Some(prev) = self.env.get(&name.name) {
+            let prev_span = prev.span;
+            self.error(
+                Diagnostic::error(name.span, format!("`{}` is defined twice", name.name))
+                    .label("second definition")
+                    .with(prev_span, "first defined here")
+                    .help("every name is defined once; give the new value another name"),
+            );
+            return;
+        }
+        if name.name == "B" {
+            self.error(
+                Diagnostic::error(name.span, "`B` is the batch size and cannot be redefined")
+                    .label("reserved name"),
+            );
+            return;
+        }
+        if let Value::Tensor(t) = &value
+            && t.depth == 0
+            && self.block_depth == 0
+        {
+            self.model.names.push((name.name.clone(), t.node));
+        }
+        self.env.vars.insert(
+            name.name.clone(),
+            value::Binding {
+                value,
+                span: name.span,
+            },
+        );
+    }
+
+    /// Looks a name up and marks it used.
+    fn lookup(&mut self, name: &str) -> Option<Value<'p>> {
+        let b = self.env.get(name)?;
+        self.used.insert(b.span);
+        Some(b.value.clone())
+    }
+
+    /// Warns about names of the current scope that were never used.
+    fn warn_unused(&mut self, keep: &[&str]) {
+        let mut unused: Vec<(String, Span, &'static str)> = self
+            .env
+            .vars
+            .iter()
+            .filter(|(n, b)| !self.used.contains(&b.span) && !keep.contains(&n.as_str()))
+            .filter(|(n, _)| !n.starts_with('_'))
+            .filter_map(|(n, b)| {
+                let what = match &b.value {
+                    Value::Tensor(t) => {
+                        if t.depth == 0 && matches!(self.model.graph.node(t.node).op, Op::Param(_))
+                        {
+                            "parameter"
+                        } else if t.depth == 0
+                            && matches!(self.model.graph.node(t.node).op, Op::Input { .. })
+                        {
+                            "input"
+                        } else {
+                            "tensor"
+                        }
+                    }
+                    _ => return None,
+                };
+                Some((n.clone(), b.span, what))
+            })
+            .collect();
+        unused.sort_by_key(|(_, s, _)| (s.file, s.start));
+        for (name, span, what) in unused {
+            self.warn_once(
+                Diagnostic::warning(span, format!("the {what} `{name}` is never used"))
+                    .label("defined here")
+                    .help(format!(
+                        "remove it, or start its name with `_` to keep it without this warning"
+                    )),
+            );
+        }
+    }
+
+    // ------------------------------------------------------------ the model
+
+    fn lower_body(&mut self, def: &'p ast::ModelDef) {
+        let mut output_names: Vec<&'p ast::Ident> = Vec::new();
+        for stmt in &def.stmts {
+            match stmt {
+                ast::Stmt::Input(d) => self.declare_input(d, InputKind::Data),
+                ast::Stmt::Labels(d) => self.declare_input(d, InputKind::Labels),
+                ast::Stmt::Param(p) => self.declare_param(p),
+                ast::Stmt::Output(names) => output_names.extend(names),
+                ast::Stmt::Assign(a) => self.assign(a),
+            }
+        }
+        for name in output_names {
+            match self.lookup(&name.name) {
+                Some(Value::Tensor(t)) => self.model.outputs.push((name.name.clone(), t.node)),
+                Some(Value::Poison) => {}
+                Some(other) => self.error(
+                    Diagnostic::error(
+                        name.span,
+                        format!(
+                            "an output must be a tensor, but `{}` is {}",
+                            name.name,
+                            other.kind()
+                        ),
+                    )
+                    .label("not a tensor"),
+                ),
+                None => self.unknown_name(&name.name, name.span),
+            }
+        }
+        if let Some(b) = self.env.get("loss").cloned() {
+            self.used.insert(b.span);
+            match b.value {
+                Value::Tensor(t) => self.set_loss(t, b.span),
+                Value::Poison => {}
+                other => self.error(
+                    Diagnostic::error(
+                        b.span,
+                        format!("the loss must be a tensor, not {}", other.kind()),
+                    )
+                    .label("defined here"),
+                ),
+            }
+        }
+        if self.model.outputs.is_empty() {
+            // Without `output`, predict returns what the loss was computed from,
+            // or else the last tensor defined.
+            let fallback = self
+                .model
+                .names
+                .iter()
+                .rev()
+                .find(|(n, id)| {
+                    n != "loss"
+                        && !matches!(
+                            self.model.graph.node(*id).op,
+                            Op::Input { .. } | Op::Param(_)
+                        )
+                })
+                .cloned();
+            if let Some((name, node)) = self.scope.loss_prediction.take().or(fallback) {
+                self.model.outputs.push((name, node));
+            }
+        }
+        let outputs: Vec<String> = self.model.outputs.iter().map(|(n, _)| n.clone()).collect();
+        let mut keep: Vec<&str> = outputs.iter().map(String::as_str).collect();
+        keep.push("loss");
+        self.warn_unused(&keep);
+    }
+
+    fn set_loss(&mut self, t: TRef, span: Span) {
+        let Some(ty) = self.ty(t).cloned() else {
+            return;
+        };
+        if ty.shape.rank() != 0 {
+            self.error(
+                Diagnostic::error(
+                    span,
+                    format!(
+                        "the loss must be a single number, but it has shape {}",
+                        ty.shape
+                    ),
+                )
+                .label("not a scalar")
+                .with(self.span_of(t), "computed here")
+                .help(
+                    "average it with `mean(...)`, or use a loss function such as `cross_entropy`",
+                ),
+            );
+            return;
+        }
+        self.model.loss = Some(t.node);
+    }
+
+    fn declare_input(&mut self, d: &'p ast::Decl, kind: InputKind) {
+        let shape_v = self.eval(&d.shape);
+        let Some(shape) = self.shape_value(&shape_v, d.shape.span, true) else {
+            return;
+        };
+        if shape.0.first() != Some(&Dim::B) || shape.0.iter().skip(1).any(|d| d.batch) {
+            let what = if kind == InputKind::Data {
+                "an input"
+            } else {
+                "labels"
+            };
+            let mut fixed = vec!["B".to_string()];
+            fixed.extend(shape.0.iter().filter(|d| !d.batch).map(|d| d.to_string()));
+            self.error(
+                Diagnostic::error(
+                    d.shape.span,
+                    format!("the first dimension of {what} must be the batch size `B`, and only the first"),
+                )
+                .label(format!("{shape}"))
+                .help(format!("write [{}]", fixed.join(", "))),
+            );
+            return;
+        }
+        let classes = match &d.classes {
+            None => None,
+            Some(e) => {
+                let v = self.eval(e);
+                match v.as_int() {
+                    Some(c) if c >= 2 => Some(c as usize),
+                    _ => {
+                        if !matches!(v, Value::Poison) {
+                            self.error(
+                                Diagnostic::error(
+                                    e.span,
+                                    format!("the number of classes must be a whole number of at least 2, not {v}"),
+                                )
+                                .label("not a class count"),
+                            );
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        let ty = if classes.is_some() {
+            TensorType::i32(shape)
+        } else {
+            TensorType::f32(shape)
+        };
+        let index = self.model.inputs.len();
+        let t = self.leaf(Op::Input { index }, Some(ty.clone()), d.name.span);
+        self.model.inputs.push(Input {
+            name: d.name.name.clone(),
+            kind,
+            ty,
+            classes,
+            node: t.node,
+            span: d.name.span,
+        });
+        self.bind(&d.name, Value::Tensor(t));
+    }
+
+    fn declare_param(&mut self, p: &'p ast::ParamDecl) {
+        let shape_v = self.eval(&p.shape);
+        let Some(shape) = self.shape_value(&shape_v, p.shape.span, false) else {
+            return;
+        };
+        let init = match &p.init {
+            None => {
+                let fan_in = shape.0.first().map_or(1, |d| d.n.max(1));
+                Init::Uniform(1.0 / (fan_in as f64).sqrt())
+            }
+            Some(e) => match self.init_value(e, &shape) {
+                Some(i) => i,
+                None => return,
+            },
+        };
+        let t = self.param(&p.name.name, shape, init, p.name.span);
+        // An explicit parameter is "used" by the graph only through its name.
+        if let Some(param) = self.model.params.last_mut() {
+            param.uses = 0;
+        }
+        self.bind(&p.name, Value::Tensor(t));
+    }
+
+    /// `init normal(0.01)`, `init zeros`, ...
+    fn init_value(&mut self, e: &'p ast::Expr, shape: &Shape) -> Option<Init> {
+        let (name, args): (&str, Vec<Value<'p>>) = match &e.kind {
+            ast::ExprKind::Name(n) => (n, Vec::new()),
+            ast::ExprKind::Call(callee, args) => match &callee.kind {
+                ast::ExprKind::Name(n) => (n, args.iter().map(|a| self.eval(&a.value)).collect()),
+                _ => ("", Vec::new()),
+            },
+            _ => ("", Vec::new()),
+        };
+        let num = |i: usize| args.get(i).and_then(Value::as_f64);
+        let fan_in = shape.0.first().map_or(1, |d| d.n.max(1)) as f64;
+        let fan_out = shape.0.get(1).map_or(1, |d| d.n.max(1)) as f64;
+        let init = match (name, args.len()) {
+            ("zeros", 0) => Init::Constant(0.0),
+            ("ones", 0) => Init::Constant(1.0),
+            ("constant", 1) => Init::Constant(num(0)?),
+            ("uniform", 1) if num(0).is_some_and(|b| b >= 0.0) => Init::Uniform(num(0)?),
+            ("normal", 1) if num(0).is_some_and(|s| s >= 0.0) => Init::Normal(num(0)?),
+            ("xavier", 0) => Init::Uniform((6.0 / (fan_in + fan_out)).sqrt()),
+            ("kaiming", 0) => Init::Uniform((6.0 / fan_in).sqrt()),
+            _ => {
+                self.error(
+                    Diagnostic::error(e.span, "unknown initialiser")
+                        .label("not an initialiser")
+                        .help("use zeros, ones, constant(v), uniform(bound), normal(std), xavier or kaiming"),
+                );
+                return None;
+            }
+        };
+        Some(init)
+    }
+
+    /// A shape value: a list of whole numbers ≥ 1, with `B` allowed when
+    /// `batch` is set.
+    fn shape_value(&mut self, v: &Value<'p>, span: Span, batch: bool) -> Option<Shape> {
+        let items = match v {
+            Value::List(items) => items,
+            Value::Poison => return None,
+            other => {
+                self.error(
+                    Diagnostic::error(
+                        span,
+                        format!("expected a shape like [B, 128], not {}", other.kind()),
+                    )
+                    .label("not a shape"),
+                );
+                return None;
+            }
+        };
+        let mut dims = Vec::new();
+        for item in items {
+            match item {
+                Value::Batch if batch => dims.push(Dim::B),
+                Value::Batch => {
+                    self.error(
+                        Diagnostic::error(
+                            span,
+                            "a parameter's shape cannot depend on the batch size",
+                        )
+                        .label("contains B"),
+                    );
+                    return None;
+                }
+                v => match v.as_int() {
+                    Some(n) if n >= 1 => dims.push(Dim::fixed(n as usize)),
+                    Some(n) => {
+                        self.error(
+                            Diagnostic::error(
+                                span,
+                                format!("dimensions must be at least 1, but this shape has {n}"),
+                            )
+                            .label("zero or negative size"),
+                        );
+                        return None;
+                    }
+                    None => {
+                        self.error(
+                            Diagnostic::error(
+                                span,
+                                format!("a dimension must be a whole number, not {}", v.kind()),
+                            )
+                            .label("not a shape"),
+                        );
+                        return None;
+                    }
+                },
+            }
+        }
+        Some(Shape(dims))
+    }
+
+    fn assign(&mut self, a: &'p ast::Assign) {
+        if let ast::ExprKind::Recur(r) = &a.value.kind {
+            let values = self.recur(r, &a.targets, a.value.span);
+            for (t, v) in a.targets.iter().zip(values) {
+                self.bind(t, v);
+            }
+            return;
+        }
+        let v = self.eval(&a.value);
+        if a.targets.len() == 1 {
+            let v = self.name_layer(v, &a.targets[0]);
+            self.bind(&a.targets[0], v);
+            return;
+        }
+        match v {
+            Value::Tuple(items) if items.len() == a.targets.len() => {
+                for (t, v) in a.targets.iter().zip(items) {
+                    self.bind(t, v);
+                }
+            }
+            Value::Poison => {
+                for t in &a.targets {
+                    self.bind(t, Value::Poison);
+                }
+            }
+            other => {
+                let n = match &other {
+                    Value::Tuple(items) => items.len(),
+                    _ => 1,
+                };
+                self.error(
+                    Diagnostic::error(
+                        a.value.span,
+                        format!(
+                            "{} names are assigned, but this gives {n} value(s)",
+                            a.targets.len()
+                        ),
+                    )
+                    .label(format!("{n} value(s)")),
+                );
+                for t in &a.targets {
+                    self.bind(t, Value::Poison);
+                }
+            }
+        }
+    }
+
+    /// A layer bound to a name takes that name: `enc = dense(64)` makes the
+    /// layer `enc`, and every `x |> enc` shares its weights.
+    fn name_layer(&self, v: Value<'p>, name: &ast::Ident) -> Value<'p> {
+        match v {
+            Value::Layer(c) if c.name.is_none() => {
+                let mut c = c.fresh();
+                c.name = Some(name.clone());
+                Value::Layer(std::rc::Rc::new(c))
+            }
+            other => other,
+        }
+    }
+
+    fn unknown_name(&mut self, name: &str, span: Span) {
+        let mut known: Vec<String> = self.env.vars.keys().cloned().collect();
+        known.extend(self.blocks.names().map(str::to_string));
+        known.extend(builtin_names().map(str::to_string));
+        let mut d =
+            Diagnostic::error(span, format!("`{name}` is not defined")).label("unknown name");
+        if let Some(s) = args::suggest(name, known.iter().map(String::as_str)) {
+            d = d.help(format!("did you mean `{s}`?"));
+        }
+        self.error(d);
+    }
+
+    // ------------------------------------------------------------ wrap-up
+
+    fn finish(&mut self, opts: &LowerOptions) {
+        if self.diags.iter().any(|d| d.is_error()) {
+            return;
+        }
+        let batch = self.model.train.as_ref().map_or(1, |t| t.batch);
+        let bytes = self.model.activation_bytes(batch)
+            + self
+                .model
+                .params
+                .iter()
+                .map(|p| p.shape.numel_at(1).unwrap_or(0) as u128 * 4)
+                .sum::<u128>();
+        if bytes > opts.memory_limit as u128 {
+            let largest = self
+                .model
+                .graph
+                .nodes
+                .iter()
+                .filter(|n| n.ty.is_some())
+                .max_by_key(|n| {
+                    n.ty.as_ref()
+                        .and_then(|t| t.shape.numel_at(batch))
+                        .unwrap_or(0)
+                });
+            let mut d = Diagnostic::error(
+                self.model.span,
+                format!(
+                    "the model needs {} for its tensors at batch {batch}, more than the limit of {}",
+                    human_bytes(bytes),
+                    human_bytes(opts.memory_limit as u128)
+                ),
+            )
+            .label("too large")
+            .help("use a smaller batch, fewer or narrower layers, or raise the limit with --memory-limit");
+            if let Some(n) = largest
+                && let Some(t) = &n.ty
+            {
+                let b = t.shape.numel_at(batch).unwrap_or(0) as u128 * 4;
+                d = d.with(
+                    n.span,
+                    format!(
+                        "the largest tensor, {} ({}), is made here",
+                        t.shape,
+                        human_bytes(b)
+                    ),
+                );
+            }
+            self.error(d);
+        }
+        if cfg!(debug_assertions)
+            && let Err((node, e)) = shape::verify(&self.model.graph)
+        {
+            self.error(Diagnostic::error(
+                self.model.graph.node(node).span,
+                format!("internal error: the lowered graph fails verification: {e}"),
+            ));
+        }
+    }
+}
+
+pub fn human_bytes(b: u128) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

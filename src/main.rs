@@ -1,0 +1,193 @@
+//! The `nnc` command line. Thin: every command calls the library.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use nnc::frontend::{self, Checked};
+use nnc::ir::lower::LowerOptions;
+
+#[derive(Parser)]
+#[command(name = "nnc", version, about = "A compiler for .nn neural network files", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Never colour diagnostics (also when NO_COLOR is set or output is not a terminal).
+    #[arg(long, global = true)]
+    no_color: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and shape-check files; errors point at the source.
+    ///
+    /// Exit status: 0 when every file is valid, 1 when any has an error,
+    /// 2 when a file cannot be read.
+    ///
+    /// Example: nnc check examples/lenet.nn examples/resnet18.nn
+    Check {
+        /// The .nn files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also print warnings (they are printed by default; this flag is kept for scripts).
+        #[arg(long, hide = true)]
+        warnings: bool,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// A layer table: output shapes, parameter counts, FLOPs and memory.
+    ///
+    /// Example: nnc summary examples/resnet18.nn --batch 32
+    Summary {
+        file: PathBuf,
+        /// Which model of the file (default: the first).
+        #[arg(long)]
+        model: Option<String>,
+        /// Batch size for the memory column (default: the train block's, or 1).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Show every nested layer, not only the top two levels.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Draw the model as a graph: Graphviz DOT, or SVG when `dot` is installed.
+    ///
+    /// Example: nnc graph examples/resnet18.nn -o resnet18.svg
+    Graph {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// Output file: .dot for Graphviz source, .svg to render it with Graphviz's `dot`.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// One node per primitive op instead of one per layer.
+        #[arg(long)]
+        ops: bool,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Print the lowered IR (primitive ops with shapes).
+    ///
+    /// Example: nnc ir examples/mlp_digits.nn
+    Ir {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// The inference graph (dropout off, batch norm on running statistics).
+        #[arg(long)]
+        infer: bool,
+        #[command(flatten)]
+        limits: Limits,
+    },
+}
+
+#[derive(clap::Args)]
+struct Limits {
+    /// Refuse models whose tensors need more memory than this many GiB.
+    #[arg(long, default_value_t = 16.0)]
+    memory_limit: f64,
+}
+
+impl Limits {
+    fn options(&self, infer: bool) -> LowerOptions {
+        LowerOptions {
+            mode: if infer {
+                nnc::ir::Mode::Infer
+            } else {
+                nnc::ir::Mode::Train
+            },
+            memory_limit: (self.memory_limit.max(0.0) * (1u64 << 30) as f64) as u64,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color =
+        !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
+    match run(cli.command, color) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Checks a file, printing its diagnostics to stderr; `None` when it has errors.
+fn load(path: &Path, opts: &LowerOptions, color: bool) -> Result<Option<Checked>, String> {
+    let checked = frontend::check_file(path, opts)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let report = checked.report();
+    if !report.diagnostics.is_empty() {
+        eprint!("{}", report.render(color));
+    }
+    Ok((!checked.has_errors()).then_some(checked))
+}
+
+fn pick<'a>(
+    checked: &'a Checked,
+    name: Option<&str>,
+    file: &Path,
+) -> Result<&'a nnc::ir::Model, String> {
+    checked.model(name).ok_or_else(|| match name {
+        Some(n) => format!("{} has no model `{n}`", file.display()),
+        None => format!("{} defines no model", file.display()),
+    })
+}
+
+fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
+    match cmd {
+        Command::Check { files, limits, .. } => {
+            let opts = limits.options(false);
+            let mut any_invalid = false;
+            let mut any_unreadable = false;
+            for f in &files {
+                match load(f, &opts, color) {
+                    Ok(Some(c)) => {
+                        let names: Vec<&str> = c.models.iter().map(|m| m.name.as_str()).collect();
+                        let what = if names.is_empty() {
+                            format!("{} block(s), no model", c.blocks)
+                        } else {
+                            format!("model {}", names.join(", "))
+                        };
+                        println!("{}: ok ({what})", f.display());
+                    }
+                    Ok(None) => {
+                        println!("{}: invalid", f.display());
+                        any_invalid = true;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        any_unreadable = true;
+                    }
+                }
+            }
+            Ok(if any_unreadable {
+                ExitCode::from(2)
+            } else if any_invalid {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Ir {
+            file,
+            model,
+            infer,
+            limits,
+        } => {
+            let Some(c) = load(&file, &limits.options(infer), color)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let m = pick(&c, model.as_deref(), &file)?;
+            print!("{}", nnc::ir::dump::dump(m));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Summary { .. } | Command::Graph { .. } => Err("not yet".into()),
+    }
+}
