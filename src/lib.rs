@@ -11,4 +11,6 @@
 pub mod diag;
 pub mod frontend;
 pub mod ir;
+pub mod report;
+pub mod runtime;
 pub mod syntax;

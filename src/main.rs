@@ -70,6 +70,10 @@ enum Command {
         #[command(flatten)]
         limits: Limits,
     },
+    /// List the built-in layers and functions with their arguments.
+    ///
+    /// Example: nnc layers
+    Layers,
     /// Print the lowered IR (primitive ops with shapes).
     ///
     /// Example: nnc ir examples/mlp_digits.nn
@@ -175,6 +179,10 @@ fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Layers => {
+            print!("{}", nnc::ir::lower::builtin_reference());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ir {
             file,
             model,
@@ -188,6 +196,56 @@ fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
             print!("{}", nnc::ir::dump::dump(m));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Summary { .. } | Command::Graph { .. } => Err("not yet".into()),
+        Command::Summary {
+            file,
+            model,
+            batch,
+            all,
+            limits,
+        } => {
+            let Some(c) = load(&file, &limits.options(false), color)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let m = pick(&c, model.as_deref(), &file)?;
+            let batch = batch
+                .or_else(|| m.train.as_ref().map(|t| t.batch))
+                .unwrap_or(1)
+                .max(1);
+            let depth = if all { usize::MAX } else { 2 };
+            print!("{}", nnc::report::summary::summary(m, batch, depth));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph {
+            file,
+            model,
+            output,
+            ops,
+            limits,
+        } => {
+            let Some(c) = load(&file, &limits.options(false), color)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let m = pick(&c, model.as_deref(), &file)?;
+            let dot = nnc::report::graph::dot(m, ops);
+            let svg = output
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+            let text = if svg {
+                nnc::report::graph::svg(&dot)?
+            } else {
+                dot
+            };
+            std::fs::write(&output, text)
+                .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+            if svg {
+                eprintln!("wrote {} (rendered with layout-rs)", output.display());
+            } else {
+                eprintln!(
+                    "wrote {} (Graphviz DOT; render with `dot -Tsvg`)",
+                    output.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -522,15 +522,28 @@ impl<'p> Lowerer<'p, '_> {
         if c.name.is_none() && c.applied.borrow().is_none() && !always {
             return None;
         }
+        let _ = span;
+        self.enter_layer(c, kind, prefix)
+    }
+
+    /// Opens the layer scope of an application of `c`: under its name, or the
+    /// path of its first application when it is applied again (shared weights).
+    fn enter_layer(
+        &mut self,
+        c: &Rc<Callable<'p>>,
+        kind: &str,
+        prefix: &str,
+    ) -> Option<crate::ir::graph::LayerId> {
         let shared = c.applied.borrow().clone();
-        match self.scope.enter(
+        let entered = self.scope.enter(
             &mut self.model,
             kind,
             prefix,
             c.name.as_ref(),
             shared.as_deref(),
-            span,
-        ) {
+            c.span,
+        );
+        match entered {
             Ok((id, path)) => {
                 if shared.is_none() && c.name.is_some() {
                     *c.applied.borrow_mut() = Some(path);
@@ -601,28 +614,10 @@ impl<'p> Lowerer<'p, '_> {
         }
         let layer = match b.prefix {
             None => None,
-            Some(prefix) => {
-                let shared = c.applied.borrow().clone();
-                match self.scope.enter(
-                    &mut self.model,
-                    b.name,
-                    prefix,
-                    c.name.as_ref(),
-                    shared.as_deref(),
-                    c.span,
-                ) {
-                    Ok((id, path)) => {
-                        if shared.is_none() && c.name.is_some() {
-                            *c.applied.borrow_mut() = Some(path);
-                        }
-                        Some(id)
-                    }
-                    Err(d) => {
-                        self.error(d);
-                        return Value::Poison;
-                    }
-                }
-            }
+            Some(prefix) => match self.enter_layer(c, b.name, prefix) {
+                Some(id) => Some(id),
+                None => return Value::Poison,
+            },
         };
         let out = (b.lower)(
             self,
@@ -775,27 +770,10 @@ impl<'p> Lowerer<'p, '_> {
                 },
             );
         }
-        let shared = c.applied.borrow().clone();
-        let layer = match self.scope.enter(
-            &mut self.model,
-            name,
-            name_prefix(name),
-            c.name.as_ref(),
-            shared.as_deref(),
-            c.span,
-        ) {
-            Ok((id, path)) => {
-                if shared.is_none() && c.name.is_some() {
-                    *c.applied.borrow_mut() = Some(path);
-                }
-                id
-            }
-            Err(d) => {
-                self.error(d);
-                self.env = saved_env;
-                return Value::Poison;
-            }
-        };
+        if self.enter_layer(c, name, name).is_none() {
+            self.env = saved_env;
+            return Value::Poison;
+        }
         let first_diag = self.diags.len();
         self.block_depth += 1;
         let out = self.eval_body(&def.body);
@@ -1118,9 +1096,4 @@ fn compare(op: BinOp, x: f64, y: f64) -> Option<bool> {
         BinOp::Ge => x >= y,
         _ => return None,
     })
-}
-
-/// Auto-names of block instances: the block's own name and a counter.
-fn name_prefix(name: &str) -> &str {
-    name
 }

@@ -16,7 +16,7 @@ mod value;
 use std::collections::{HashMap, HashSet};
 
 use crate::diag::{Diagnostic, Span};
-use crate::ir::graph::{Graph, LayerId, Node, NodeId};
+use crate::ir::graph::{Graph, Node, NodeId};
 use crate::ir::model::{Init, Input, InputKind, Mode, Model, Param, State};
 use crate::ir::ops::{Op, ParamId, StateId};
 use crate::ir::shape;
@@ -24,7 +24,7 @@ use crate::ir::types::{Dim, Shape, TensorType};
 use crate::syntax::ast;
 use crate::syntax::program::Program;
 
-pub use layers::builtin_names;
+pub use layers::{builtin_names, reference as builtin_reference};
 
 /// The closest known name to a misspelt one.
 pub fn suggest_name<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
@@ -228,10 +228,6 @@ impl<'p, 'b> Lowerer<'p, 'b> {
 
     pub(crate) fn ty(&self, t: TRef) -> Option<&TensorType> {
         self.node(t).ty.as_ref()
-    }
-
-    fn shape(&self, t: TRef) -> Option<Shape> {
-        self.ty(t).map(|t| t.shape.clone())
     }
 
     fn span_of(&self, t: TRef) -> Span {

@@ -57,6 +57,33 @@ pub fn builtin_names() -> impl Iterator<Item = &'static str> {
     all().map(|b| b.name)
 }
 
+/// One line per built-in: its signature and what it does (`nnc layers`).
+pub fn reference() -> String {
+    let mut out = String::new();
+    for b in all() {
+        let inputs = match b.inputs {
+            (0, _) => String::new(),
+            (1, Some(1)) => "x".to_string(),
+            (n, Some(m)) if n == m => (1..=n)
+                .map(|i| format!("x{i}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (n, _) => format!("x1, ..., x{n}+"),
+        };
+        let sig = super::args::signature_help(b.name, b.sig);
+        let params = sig
+            .trim_start_matches(&format!("`{}` takes (", b.name))
+            .trim_end_matches(')')
+            .to_string();
+        let all: Vec<&str> = [inputs.as_str(), params.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        out.push_str(&format!("{}({})\n    {}\n", b.name, all.join(", "), b.doc));
+    }
+    out
+}
+
 /// The one input of a single-input layer.
 fn x(a: &Apply<'_>) -> TRef {
     a.inputs[0]

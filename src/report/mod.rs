@@ -1,0 +1,4 @@
+//! Human-readable views of a checked model: the summary table and the graph drawing.
+
+pub mod graph;
+pub mod summary;

@@ -1,0 +1,3 @@
+//! Running models: data, parameters, checkpoints, training.
+
+pub mod data;
