@@ -10,7 +10,10 @@
 
 pub mod diag;
 pub mod frontend;
+pub mod gradcheck;
 pub mod ir;
+pub mod reference;
 pub mod report;
+pub mod rng;
 pub mod runtime;
 pub mod syntax;

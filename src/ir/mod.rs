@@ -2,11 +2,14 @@
 //! the compiler. The front end ([`lower`]) only produces it; autodiff,
 //! the reference interpreter and the JIT only consume it.
 
+pub mod autodiff;
+pub mod build;
 pub mod dump;
 pub mod graph;
 pub mod lower;
 pub mod model;
 pub mod ops;
+pub mod optim;
 pub mod shape;
 pub mod train;
 pub mod types;

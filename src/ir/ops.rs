@@ -89,7 +89,7 @@ impl Window {
         }
         let steps = padded - span;
         let mut out = steps / self.stride[i] + 1;
-        if self.ceil && steps % self.stride[i] != 0 {
+        if self.ceil && !steps.is_multiple_of(self.stride[i]) {
             // PyTorch: the last window must start inside the input or left padding.
             if (out) * self.stride[i] < n + self.pad[i] {
                 out += 1;
@@ -148,6 +148,15 @@ pub enum Op {
         p: f64,
         stream: u32,
         shape: Shape,
+    },
+
+    /// A scalar the caller sets before each step: learning rate, bias
+    /// corrections (see `crate::ir::optim::Hyper`).
+    Hyper(usize),
+    /// Inside a recurrence body: 1.0 at step t when t is not a multiple of
+    /// `every`, else 0.0 (truncated backpropagation through time cuts there).
+    StepFlag {
+        every: usize,
     },
 
     // ---- elementwise, with NumPy broadcasting
@@ -255,6 +264,8 @@ impl Op {
             Op::Fill { .. } => "fill",
             Op::SizeOf { .. } => "size_of",
             Op::DropoutMask { .. } => "dropout_mask",
+            Op::Hyper(_) => "hyper",
+            Op::StepFlag { .. } => "step_flag",
             Op::Unary(u) => u.name(),
             Op::Binary(b) => b.name(),
             Op::Where => "where",
@@ -426,6 +437,8 @@ pub fn attrs(op: &Op) -> String {
         Op::Fill { value, .. } => format!("value={value}"),
         Op::SizeOf { axes } => format!("axes={axes:?}"),
         Op::DropoutMask { p, stream, .. } => format!("p={p} stream={stream}"),
+        Op::Hyper(i) => format!("{i}"),
+        Op::StepFlag { every } => format!("every={every}"),
         Op::OneHot { classes } => format!("classes={classes}"),
         Op::Transpose { perm } => format!("perm={perm:?}"),
         Op::Slice { axis, start, end } => format!("axis={axis} {start}..{end}"),

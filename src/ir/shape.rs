@@ -80,6 +80,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType], input_ops: &[&Op]) -> Result<Tenso
             }
             Ok(TensorType::f32(shape.clone()))
         }
+        Op::Hyper(_) | Op::StepFlag { .. } => {
+            arity(0)?;
+            Ok(TensorType::f32(Shape::scalar()))
+        }
         Op::SizeOf { axes } => {
             arity(1)?;
             for &a in axes {

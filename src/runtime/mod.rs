@@ -1,3 +1,4 @@
 //! Running models: data, parameters, checkpoints, training.
 
 pub mod data;
+pub mod params;

@@ -387,9 +387,16 @@ impl<'p> Lowerer<'p, '_> {
         span: Span,
     ) -> Value<'p> {
         let mut config = Vec::new();
+        // Elementwise functions take numbers where tensors go: `maximum(x, 0)`.
+        let numbers_are_tensors =
+            matches!(&c.kind, CallableKind::Builtin(b) if layers::numbers_are_tensors(b));
         for a in &c.args {
             match &a.value {
                 Value::Tensor(t) if a.name.is_none() => inputs.push(*t),
+                Value::Int(_) | Value::Float(_) if numbers_are_tensors && a.name.is_none() => {
+                    let v = a.value.as_f64().unwrap_or(0.0);
+                    inputs.push(self.scalar(v, a.span));
+                }
                 _ => config.push(a.clone()),
             }
         }
@@ -907,8 +914,8 @@ impl<'p> Lowerer<'p, '_> {
             _ => None,
         };
         let any_tensor = matches!(a, Tensor(_)) || matches!(b, Tensor(_));
-        if any_tensor && op == BinOp::MatMul {
-            if let (Tensor(x), Tensor(y)) = (&a, &b) {
+        if any_tensor && op == BinOp::MatMul
+            && let (Tensor(x), Tensor(y)) = (&a, &b) {
                 return Tensor(self.add(
                     Op::MatMul {
                         ta: false,
@@ -918,7 +925,6 @@ impl<'p> Lowerer<'p, '_> {
                     span,
                 ));
             }
-        }
         if any_tensor && let Some(bop) = tensor_op {
             let x = self.as_tensor(&a, sa);
             let y = self.as_tensor(&b, sb);

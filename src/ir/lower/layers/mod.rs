@@ -53,6 +53,11 @@ pub fn find(name: &str) -> Option<&'static Builtin> {
     all().find(|b| b.name == name)
 }
 
+/// Functions whose number arguments stand for scalar tensors (`maximum(x, 0)`).
+pub fn numbers_are_tensors(b: &Builtin) -> bool {
+    matches!(b.name, "maximum" | "minimum" | "where")
+}
+
 pub fn builtin_names() -> impl Iterator<Item = &'static str> {
     all().map(|b| b.name)
 }

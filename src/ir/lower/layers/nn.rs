@@ -243,7 +243,7 @@ fn padding(
             let mut out = Vec::new();
             for i in 0..nd {
                 let total = dilation[i] * (kernel[i] - 1);
-                if total % 2 != 0 {
+                if !total.is_multiple_of(2) {
                     l.error(
                         Diagnostic::error(
                             span,
@@ -305,7 +305,7 @@ fn conv<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>, nd: usize) -> Value<'p> {
     };
     let filters = a.args.usize("filters");
     let groups = a.args.usize("groups");
-    if c % groups != 0 || filters % groups != 0 {
+    if c % groups != 0 || !filters.is_multiple_of(groups) {
         let span = a.args.span("groups").unwrap_or(a.span);
         let (what, n) = if c % groups != 0 {
             ("input", c)

@@ -1,0 +1,206 @@
+//! Checking gradients by finite differences: the analytic gradient of every
+//! parameter (from autodiff, run by the reference interpreter in f64) against
+//! central differences of the loss.
+//!
+//! Per parameter it checks a few single elements and one random direction
+//! through all of its elements, and reports the worst relative error
+//! |analytic − numeric| / max(|analytic|, |numeric|, floor).
+
+use ndarray::{ArrayD, IxDyn};
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use rand_pcg::Pcg64Mcg;
+
+use crate::ir::build::BuildError;
+use crate::ir::model::{InputKind, Model};
+use crate::ir::optim;
+use crate::ir::types::DType;
+use crate::reference::{self, Feeds, RefError};
+use crate::runtime::params;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub batch: usize,
+    pub seed: u64,
+    /// Step of the central difference.
+    pub eps: f64,
+    /// Single elements checked per parameter (besides the random direction).
+    pub elements: usize,
+    /// Gradients smaller than this count as this large when dividing. Central
+    /// differences of an f64 loss near 1 with eps = 1e-6 carry rounding noise
+    /// of about 1e-10, so below 1e-5 a relative error of 1e-5 means nothing;
+    /// a wrong rule still shows, as an absolute error far above 1e-10.
+    pub floor: f64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            batch: 2,
+            seed: 0,
+            eps: 1e-6,
+            elements: 3,
+            floor: 1e-5,
+        }
+    }
+}
+
+/// The result for one parameter.
+#[derive(Debug, Clone)]
+pub struct ParamCheck {
+    pub name: String,
+    pub worst: f64,
+    /// Analytic and numeric values at the worst check.
+    pub analytic: f64,
+    pub numeric: f64,
+    pub checks: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GradCheckError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Run(#[from] RefError),
+}
+
+/// Random inputs shaped for a model at a batch size: class indices for
+/// class tensors, values in [0, 1) for float labels, standard normal data.
+pub fn random_inputs(model: &Model, batch: usize, seed: u64) -> Vec<ArrayD<f64>> {
+    let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x5eed);
+    model
+        .inputs
+        .iter()
+        .map(|i| {
+            let shape = i.ty.shape.at(batch);
+            let n: usize = shape.iter().product();
+            let v: Vec<f64> = match (i.ty.dtype, i.kind) {
+                (DType::I32, _) => {
+                    let c = i.classes.unwrap_or(2).max(1);
+                    (0..n).map(|_| rng.random_range(0..c) as f64).collect()
+                }
+                (DType::F32, InputKind::Labels) => (0..n).map(|_| rng.random::<f64>()).collect(),
+                (DType::F32, InputKind::Data) => {
+                    (0..n).map(|_| StandardNormal.sample(&mut rng)).collect()
+                }
+            };
+            ArrayD::from_shape_vec(IxDyn(&shape), v)
+                .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&shape)))
+        })
+        .collect()
+}
+
+/// Checks every parameter's gradient of `model`'s loss.
+pub fn check(model: &Model, opts: &Options) -> Result<Vec<ParamCheck>, GradCheckError> {
+    let (graph, loss, grads) = optim::gradients(model)?;
+    let inputs = random_inputs(model, opts.batch, opts.seed);
+    let mut params: Vec<ArrayD<f64>> = params::init(model, opts.seed);
+    let states = params::init_states::<f64>(&model.states, opts.batch);
+    let seed = crate::rng::step_seed(opts.seed, 0);
+    let wanted: Vec<_> = grads.iter().flatten().copied().collect();
+    let mut all = vec![loss];
+    all.extend(&wanted);
+    let values = {
+        let feeds = Feeds {
+            inputs: &inputs,
+            params: &params,
+            states: &states,
+            hypers: &[],
+            seed,
+            batch: opts.batch,
+        };
+        reference::run(&graph, &feeds, &all)?
+    };
+    let mut analytic: Vec<Option<ArrayD<f64>>> = Vec::with_capacity(grads.len());
+    let mut k = 1;
+    for g in &grads {
+        analytic.push(g.map(|_| {
+            k += 1;
+            values[k - 1].clone()
+        }));
+    }
+    let loss_at = |params: &[ArrayD<f64>]| -> Result<f64, RefError> {
+        let feeds = Feeds {
+            inputs: &inputs,
+            params,
+            states: &states,
+            hypers: &[],
+            seed,
+            batch: opts.batch,
+        };
+        let v = reference::run(&model.graph, &feeds, &[loss])?;
+        Ok(v[0].iter().next().copied().unwrap_or(f64::NAN))
+    };
+    let mut rng = Pcg64Mcg::seed_from_u64(opts.seed ^ 0xd1ec);
+    let mut out = Vec::new();
+    for (i, p) in model.params.iter().enumerate() {
+        let g = analytic[i]
+            .clone()
+            .unwrap_or_else(|| ArrayD::zeros(params[i].raw_dim()));
+        let n = params[i].len();
+        let mut report = ParamCheck {
+            name: p.name.clone(),
+            worst: 0.0,
+            analytic: 0.0,
+            numeric: 0.0,
+            checks: 0,
+        };
+        let record = |a: f64, num: f64, report: &mut ParamCheck| {
+            let err = (a - num).abs() / a.abs().max(num.abs()).max(opts.floor);
+            report.checks += 1;
+            if err > report.worst || err.is_nan() {
+                report.worst = if err.is_nan() { f64::INFINITY } else { err };
+                report.analytic = a;
+                report.numeric = num;
+            }
+        };
+        // Single elements.
+        let picks: Vec<usize> = if n <= opts.elements {
+            (0..n).collect()
+        } else {
+            (0..opts.elements).map(|_| rng.random_range(0..n)).collect()
+        };
+        for idx in picks {
+            let orig = flat(&params[i], idx);
+            set_flat(&mut params[i], idx, orig + opts.eps);
+            let up = loss_at(&params)?;
+            set_flat(&mut params[i], idx, orig - opts.eps);
+            let down = loss_at(&params)?;
+            set_flat(&mut params[i], idx, orig);
+            record(flat(&g, idx), (up - down) / (2.0 * opts.eps), &mut report);
+        }
+        // One random direction through every element.
+        if n > 1 {
+            let d: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+            let norm = d.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-300);
+            let d: Vec<f64> = d.iter().map(|x| x / norm).collect();
+            let orig = params[i].clone();
+            let shifted = |sign: f64| -> ArrayD<f64> {
+                let mut a = orig.clone();
+                for (v, dv) in a.iter_mut().zip(&d) {
+                    *v += sign * opts.eps * dv;
+                }
+                a
+            };
+            params[i] = shifted(1.0);
+            let up = loss_at(&params)?;
+            params[i] = shifted(-1.0);
+            let down = loss_at(&params)?;
+            params[i] = orig;
+            let a: f64 = g.iter().zip(&d).map(|(x, y)| x * y).sum();
+            record(a, (up - down) / (2.0 * opts.eps), &mut report);
+        }
+        out.push(report);
+    }
+    Ok(out)
+}
+
+fn flat(a: &ArrayD<f64>, i: usize) -> f64 {
+    a.iter().nth(i).copied().unwrap_or(f64::NAN)
+}
+
+fn set_flat(a: &mut ArrayD<f64>, i: usize, v: f64) {
+    if let Some(x) = a.iter_mut().nth(i) {
+        *x = v;
+    }
+}
