@@ -105,6 +105,7 @@ impl Limits {
                 nnc::ir::Mode::Train
             },
             memory_limit: (self.memory_limit.max(0.0) * (1u64 << 30) as f64) as u64,
+            ..LowerOptions::default()
         }
     }
 }

@@ -2,3 +2,5 @@
 
 pub mod data;
 pub mod params;
+pub mod reference_trainer;
+pub mod schedule;

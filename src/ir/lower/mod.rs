@@ -39,6 +39,9 @@ pub struct LowerOptions {
     /// Refuse models whose forward tensors need more bytes than this at the
     /// training batch size.
     pub memory_limit: u64,
+    /// Build dropout into the training graph (off: dropout layers are the
+    /// identity, e.g. to compare gradients with another framework).
+    pub dropout: bool,
 }
 
 impl Default for LowerOptions {
@@ -46,6 +49,7 @@ impl Default for LowerOptions {
         LowerOptions {
             mode: Mode::Train,
             memory_limit: 16 << 30,
+            dropout: true,
         }
     }
 }
@@ -113,6 +117,7 @@ pub fn lower_model<'p>(
     opts: &LowerOptions,
 ) -> (Model, Vec<Diagnostic>) {
     let mut l = Lowerer::new(blocks, def, opts.mode);
+    l.dropout = opts.dropout;
     l.lower_body(def);
     if let Some(t) = train {
         l.model.train = train::lower(t, &mut l.diags);
@@ -148,6 +153,8 @@ pub(crate) struct Lowerer<'p, 'b> {
     model: Model,
     diags: Vec<Diagnostic>,
     mode: Mode,
+    /// Whether dropout layers drop (see [`LowerOptions::dropout`]).
+    dropout: bool,
     env: Env<'p>,
     /// Names looked up at least once, by the span of their definition.
     used: HashSet<Span>,
@@ -180,6 +187,7 @@ impl<'p, 'b> Lowerer<'p, 'b> {
             },
             diags: Vec::new(),
             mode,
+            dropout: true,
             env: Env::default(),
             used: HashSet::new(),
             frames: Vec::new(),
@@ -515,9 +523,7 @@ impl<'p, 'b> Lowerer<'p, 'b> {
             self.warn_once(
                 Diagnostic::warning(span, format!("the {what} `{name}` is never used"))
                     .label("defined here")
-                    .help(format!(
-                        "remove it, or start its name with `_` to keep it without this warning"
-                    )),
+                    .help("remove it, or start its name with `_` to keep it without this warning".to_string()),
             );
         }
     }

@@ -458,7 +458,7 @@ fn global_maxpool<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
 
 fn dropout<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
     let p = a.args.num("p");
-    if l.mode == Mode::Infer || p == 0.0 {
+    if l.mode == Mode::Infer || p == 0.0 || !l.dropout {
         return Value::Tensor(x(a));
     }
     let Some(shape) = input_shape(l, x(a)) else {
