@@ -2,6 +2,7 @@
 
 pub mod ast;
 mod parse;
+mod syntax_error;
 
 pub mod program;
 

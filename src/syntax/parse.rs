@@ -7,11 +7,12 @@ use pest::iterators::{Pair, Pairs};
 use pest::pratt_parser::{Assoc, Op, PrattParser};
 
 use super::ast::*;
+use super::syntax_error::syntax_error;
 use crate::diag::{Diagnostic, FileId, Span};
 
 #[derive(pest_derive::Parser)]
 #[grammar = "../grammar/nn.pest"]
-struct NnParser;
+pub(super) struct NnParser;
 
 /// Deeper nesting than this is refused before parsing: no real model needs it,
 /// and it keeps every recursive pass far from the end of the stack.
@@ -45,7 +46,20 @@ pub fn parse_file(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
     if let Some(d) = check_nesting(file, text) {
         return Err(vec![d]);
     }
-    let pairs = NnParser::parse(Rule::file, text).map_err(|e| vec![syntax_error(file, text, e)])?;
+    let pairs = NnParser::parse(Rule::file, text).map_err(|e| {
+        // Parse again with pest's detailed tracking, which names the literal
+        // tokens (`)`, `}`) it expected. The switch is process-wide and is
+        // left on: turning it off could race with another thread's reparse
+        // and make its message depend on timing.
+        let attempts = || {
+            pest::set_error_detail(true);
+            let e = NnParser::parse(Rule::file, text).err()?;
+            let a = e.parse_attempts()?;
+            let tokens = a.expected_tokens().iter().map(|t| t.to_string()).collect();
+            Some((a.max_position, tokens))
+        };
+        vec![syntax_error(file, text, e, attempts)]
+    })?;
     let mut b = Builder {
         file,
         errors: Vec::new(),
@@ -110,111 +124,6 @@ fn check_nesting(file: FileId, text: &str) -> Option<Diagnostic> {
     None
 }
 
-fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
-    use pest::error::{ErrorVariant, InputLocation};
-    let (start, end) = match e.location {
-        InputLocation::Pos(p) => (p, p),
-        InputLocation::Span((s, e)) => (s, e),
-    };
-    // Point at the offending character (or the end of the file).
-    let end = if end > start {
-        end
-    } else {
-        text[start..]
-            .chars()
-            .next()
-            .map_or(start, |c| start + c.len_utf8())
-    };
-    let found = text[start..]
-        .chars()
-        .next()
-        .map_or_else(|| "the end of the file".to_string(), describe_char);
-    let message = match &e.variant {
-        ErrorVariant::ParsingError { positives, .. } => {
-            let mut wanted: Vec<&str> = positives.iter().filter_map(|r| rule_name(*r)).collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            match wanted.as_slice() {
-                [] => format!("unexpected {found}"),
-                [one] => format!("expected {one}, found {found}"),
-                many => {
-                    let (last, rest) = many.split_last().unwrap_or((&"", &[]));
-                    format!("expected {} or {last}, found {found}", rest.join(", "))
-                }
-            }
-        }
-        ErrorVariant::CustomError { message } => message.clone(),
-    };
-    let mut d = Diagnostic::error(Span::new(file, start, end), message).label("syntax error");
-    if text[..start].trim_end().ends_with(',') && text[start..].trim_start().starts_with(')') {
-        d = d.help("remove the trailing comma");
-    }
-    d
-}
-
-fn describe_char(c: char) -> String {
-    match c {
-        '\n' => "the end of the line".into(),
-        c if c.is_alphanumeric() || c == '_' => format!("`{c}`"),
-        c => format!("`{c}`"),
-    }
-}
-
-/// What to call a rule in "expected ..." messages.
-fn rule_name(r: Rule) -> Option<&'static str> {
-    Some(match r {
-        Rule::expr | Rule::term | Rule::primary | Rule::prefix => "an expression",
-        Rule::ident | Rule::targets => "a name",
-        Rule::int | Rule::range_end => "a number",
-        Rule::float => "a number",
-        Rule::string => "a string",
-        Rule::list => "a shape like `[B, 784]`",
-        Rule::body => "`{`",
-        Rule::infix
-        | Rule::pipe
-        | Rule::add
-        | Rule::sub
-        | Rule::mul
-        | Rule::div
-        | Rule::matmul
-        | Rule::eq
-        | Rule::ne
-        | Rule::lt
-        | Rule::le
-        | Rule::gt
-        | Rule::ge
-        | Rule::and
-        | Rule::or => "an operator",
-        Rule::postfix | Rule::call_args | Rule::index | Rule::as_name | Rule::field => return None,
-        Rule::item | Rule::use_decl | Rule::block_def | Rule::model_def | Rule::train_def => {
-            "`model`, `block`, `train` or `use`"
-        }
-        Rule::EOI => "the end of the file",
-        Rule::model_stmt
-        | Rule::input_decl
-        | Rule::labels_decl
-        | Rule::param_decl
-        | Rule::output_decl
-        | Rule::assign => "a statement",
-        Rule::setting => "a setting like `batch 64`",
-        Rule::kw_in => "`in`",
-        Rule::kw_from => "`from`",
-        Rule::kw_else => "`else`",
-        Rule::kw_classes => "`classes`",
-        Rule::kw_init => "`init`",
-        Rule::recur_option | Rule::stateful | Rule::truncate => "`stateful` or `truncate`",
-        Rule::recur_init => "an initial state",
-        Rule::range => "a range like `0..10`",
-        Rule::arg => "an argument",
-        Rule::decl_item => "a declaration like `x: [B, 784]`",
-        Rule::param_item => "a parameter like `W: [784, 128]`",
-        Rule::block_param | Rule::block_params => "a parameter name",
-        Rule::block_inputs => "an input name",
-        Rule::path | Rule::path_part => "a name",
-        _ => return None,
-    })
-}
-
 struct Builder {
     file: FileId,
     errors: Vec<Diagnostic>,
@@ -228,7 +137,10 @@ fn kids(pair: Pair<'_, Rule>) -> Pairs<'_, Rule> {
 impl Builder {
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        // A rule that ends in an optional part (`if ... { } else { }`) also
+        // covers the whitespace pest skipped looking for it: leave it out.
+        let text = trim_trivia(pair.as_str());
+        Span::new(self.file, s.start(), s.start() + text.len())
     }
 
     fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
@@ -741,6 +653,41 @@ fn expr_depth(e: &Expr) -> usize {
         best = best.max(d);
     }
     best
+}
+
+/// `text` without trailing whitespace, `;` and comments.
+fn trim_trivia(text: &str) -> &str {
+    let mut t = text;
+    loop {
+        t = t.trim_end_matches([' ', '\t', '\r', '\n', ';']);
+        let line_start = t.rfind('\n').map_or(0, |i| i + 1);
+        match comment_start(&t[line_start..]) {
+            Some(i) => t = &t[..line_start + i],
+            None => return t,
+        }
+    }
+}
+
+/// Where a comment starts in one line, outside strings.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c == '#' {
+            return Some(i);
+        }
+    }
+    None
 }
 
 fn decl_items(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
