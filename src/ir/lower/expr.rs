@@ -63,9 +63,11 @@ impl<'p> Lowerer<'p, '_> {
                             self.error(
                                 Diagnostic::error(
                                     e.span,
-                                    "this `if` needs an `else` to have a value",
+                                    "the condition of this `if` is false, and it has no `else` to give a value",
                                 )
-                                .label("no else branch"),
+                                .label("no `else` branch")
+                                .with(cond.span, "false here")
+                                .help("add `else { ... }` with the value to use when the condition is false"),
                             );
                             Value::Poison
                         }
@@ -132,17 +134,16 @@ impl<'p> Lowerer<'p, '_> {
     /// Evaluates a body in a copy of the current scope: its names stay inside.
     fn eval_body_child(&mut self, body: &'p ast::Body) -> Value<'p> {
         let saved = self.env.clone();
-        let v = self.eval_body(body);
+        let v = self.eval_body(body, false);
         let inner = std::mem::replace(&mut self.env, saved);
         self.warn_unused_new(&inner);
         v
     }
 
-    /// Statements, then the result (several results make a tuple).
-    pub(super) fn eval_body(&mut self, body: &'p ast::Body) -> Value<'p> {
-        for s in &body.stmts {
-            self.assign(s);
-        }
+    /// Statements, then the result (several results make a tuple). A
+    /// `barrier` body (a block's) sees none of its caller's names.
+    pub(super) fn eval_body(&mut self, body: &'p ast::Body, barrier: bool) -> Value<'p> {
+        self.run_stmts(&body.stmts, barrier);
         match body.result.as_slice() {
             [] => Value::Poison,
             [one] => self.eval(one),
@@ -191,7 +192,13 @@ impl<'p> Lowerer<'p, '_> {
                 c.name = Some(name.clone());
                 c.span = inner.span;
                 let c = Rc::new(c);
-                if !name.name.contains('.') {
+                // A second layer with a taken name is reported once, as a
+                // layer name (where it is applied), not also as a name.
+                let layer_named = matches!(
+                    self.env.get(&name.name).map(|b| &b.value),
+                    Some(Value::Layer(_))
+                );
+                if !name.name.contains('.') && !layer_named {
                     self.bind(name, Value::Layer(c.clone()));
                     // Naming a layer is a use of the name.
                     self.used.insert(name.span);
@@ -237,13 +244,19 @@ impl<'p> Lowerer<'p, '_> {
         let end_v = self.eval(&r.end);
         let end = self.int_value(&end_v, r.end.span, "a repeat count")?;
         if end < start {
-            self.error(
-                Diagnostic::error(
+            let d = match &r.start {
+                Some(s) => Diagnostic::error(
+                    s.span.to(r.end.span),
+                    format!("the range {start}..{end} of this repeat runs backwards"),
+                )
+                .label("ends before it starts"),
+                None => Diagnostic::error(
                     r.end.span,
-                    format!("a repeat cannot run {} times", end - start),
+                    format!("a repeat count cannot be negative, but this one is {end}"),
                 )
                 .label("negative count"),
-            );
+            };
+            self.error(d);
             return None;
         }
         if end - start > 10_000 {
@@ -287,6 +300,12 @@ impl<'p> Lowerer<'p, '_> {
         let Some(stage) = self.stage(rhs) else {
             return Value::Poison;
         };
+        if matches!(lhs, Value::Poison) {
+            // The input is unknown, but the layer's own arguments can still
+            // be wrong: say so now rather than in the next run.
+            self.check_config(&stage);
+            return Value::Poison;
+        }
         match lhs {
             Value::Tensor(t) => self.apply(&stage, vec![t], rhs.span),
             Value::Tuple(items) if items.iter().all(|v| matches!(v, Value::Tensor(_))) => {
@@ -376,6 +395,39 @@ impl<'p> Lowerer<'p, '_> {
             return self.apply(&callable, Vec::new(), span);
         }
         Value::Layer(callable)
+    }
+
+    /// Checks the configuration arguments of a layer that will not be applied.
+    fn check_config(&mut self, c: &Rc<Callable<'p>>) {
+        match &c.kind {
+            CallableKind::Builtin(b) => {
+                let config: Vec<ArgValue<'p>> = c
+                    .args
+                    .iter()
+                    .filter(|a| a.name.is_some() || !matches!(a.value, Value::Tensor(_)))
+                    .cloned()
+                    .collect();
+                let mut diags = Vec::new();
+                let _ = args::bind(b.name, b.sig, &config, c.span, &mut diags);
+                // A shared layer may already have been reported where it
+                // was first applied.
+                for d in diags {
+                    let known = self
+                        .diags
+                        .iter()
+                        .any(|e| e.primary.span == d.primary.span && e.message == d.message);
+                    if !known {
+                        self.error(d);
+                    }
+                }
+            }
+            CallableKind::Compose(parts) => {
+                for p in parts {
+                    self.check_config(p);
+                }
+            }
+            CallableKind::Block(_) | CallableKind::Repeat { .. } => {}
+        }
     }
 
     /// Applies a layer to tensors. Tensor arguments given at the call site
@@ -478,9 +530,7 @@ impl<'p> Lowerer<'p, '_> {
                     } else {
                         self.scope.push_segment(index);
                     }
-                    for s in &body.stmts {
-                        self.assign(s);
-                    }
+                    self.run_stmts(&body.stmts, false);
                     cur = match (&cur, body.result.as_slice()) {
                         (Value::Tensor(t), [stage]) => {
                             let t = *t;
@@ -558,7 +608,7 @@ impl<'p> Lowerer<'p, '_> {
                 Some(id)
             }
             Err(d) => {
-                self.error(d);
+                self.error(*d);
                 None
             }
         }
@@ -609,7 +659,7 @@ impl<'p> Lowerer<'p, '_> {
                     ),
                 )
                 .label("wrong number of tensors")
-                .help(args::signature_help(b.name, b.sig)),
+                .help(layers::usage(b)),
             );
             return Value::Poison;
         }
@@ -626,6 +676,7 @@ impl<'p> Lowerer<'p, '_> {
                 None => return Value::Poison,
             },
         };
+        let site = self.apply_site.replace(span);
         let out = (b.lower)(
             self,
             &layers::Apply {
@@ -634,6 +685,7 @@ impl<'p> Lowerer<'p, '_> {
                 span: c.span,
             },
         );
+        self.apply_site = site;
         if layer.is_some() {
             let (node, ty) = self.layer_output(&out);
             self.scope.exit(&mut self.model, node, ty);
@@ -651,15 +703,24 @@ impl<'p> Lowerer<'p, '_> {
     ) -> Value<'p> {
         let name = &def.name.name;
         if self.block_depth >= MAX_BLOCK_DEPTH {
-            self.error(
+            let recursive = self.open_blocks.iter().any(|b| std::ptr::eq(*b, def));
+            let d = if recursive {
+                Diagnostic::error(
+                    span,
+                    format!("the block `{name}` uses itself without end"),
+                )
+                .label(format!("`{name}` uses itself here, {MAX_BLOCK_DEPTH} levels deep"))
+                .with(def.name.span, format!("`{name}` is defined here"))
+                .help(format!("a block that uses itself needs a base case on its arguments, e.g. `if depth == 0 {{ x }} else {{ x |> {name}(depth - 1) }}`"))
+            } else {
                 Diagnostic::error(
                     span,
                     format!("blocks are nested more than {MAX_BLOCK_DEPTH} deep here"),
                 )
                 .label("too deep")
                 .with(def.name.span, format!("`{name}` is defined here"))
-                .help("a block that uses itself must stop on a condition of its arguments"),
-            );
+            };
+            self.error(d);
             return Value::Poison;
         }
         if inputs.len() != def.inputs.len() {
@@ -783,16 +844,20 @@ impl<'p> Lowerer<'p, '_> {
         }
         let first_diag = self.diags.len();
         self.block_depth += 1;
-        let out = self.eval_body(&def.body);
+        self.open_blocks.push(def);
+        let out = self.eval_body(&def.body, true);
+        self.open_blocks.pop();
         self.block_depth -= 1;
         self.warn_unused(&[]);
         // Errors inside a block point into its body; say which use of it failed.
+        let label = crate::diag::Label {
+            span,
+            message: format!("in this use of `{name}`"),
+        };
         for d in &mut self.diags[first_diag..] {
-            if d.is_error() {
-                d.secondary.push(crate::diag::Label {
-                    span,
-                    message: format!("in this use of `{name}`"),
-                });
+            // A block that uses itself fails at every level, at one place.
+            if d.is_error() && d.primary.span != span && !d.secondary.contains(&label) {
+                d.secondary.push(label.clone());
             }
         }
         let (node, ty) = self.layer_output(&out);
@@ -914,17 +979,19 @@ impl<'p> Lowerer<'p, '_> {
             _ => None,
         };
         let any_tensor = matches!(a, Tensor(_)) || matches!(b, Tensor(_));
-        if any_tensor && op == BinOp::MatMul
-            && let (Tensor(x), Tensor(y)) = (&a, &b) {
-                return Tensor(self.add(
-                    Op::MatMul {
-                        ta: false,
-                        tb: false,
-                    },
-                    &[*x, *y],
-                    span,
-                ));
-            }
+        if any_tensor
+            && op == BinOp::MatMul
+            && let (Tensor(x), Tensor(y)) = (&a, &b)
+        {
+            return Tensor(self.add(
+                Op::MatMul {
+                    ta: false,
+                    tb: false,
+                },
+                &[*x, *y],
+                span,
+            ));
+        }
         if any_tensor && let Some(bop) = tensor_op {
             let x = self.as_tensor(&a, sa);
             let y = self.as_tensor(&b, sb);

@@ -8,6 +8,7 @@
 mod args;
 mod expr;
 mod layers;
+mod order;
 mod recur;
 mod scope;
 mod train;
@@ -123,6 +124,9 @@ pub fn lower_model<'p>(
         l.model.train = train::lower(t, &mut l.diags);
     }
     l.finish(opts);
+    if !l.diags.iter().any(Diagnostic::is_error) {
+        l.diags.append(&mut l.unused);
+    }
     (l.model, l.diags)
 }
 
@@ -161,9 +165,20 @@ pub(crate) struct Lowerer<'p, 'b> {
     frames: Vec<Frame>,
     scope: scope::Scope,
     block_depth: usize,
+    /// The blocks being expanded, outermost first.
+    open_blocks: Vec<&'p ast::BlockDef>,
+    /// The bodies being lowered, for "used before it is defined".
+    pending: Vec<order::Pending<'p>>,
     dropout_streams: u32,
     /// Spans already warned about (a block instantiated twice warns once).
     warned: HashSet<Span>,
+    /// "never used" warnings, kept until the model is known to have no error.
+    unused: Vec<Diagnostic>,
+    /// Where the layer being lowered is applied (`b |> enc`), and where each
+    /// parameter's layer was first applied: a shared layer applied to an
+    /// input of another shape is reported at the second application.
+    apply_site: Option<Span>,
+    param_sites: HashMap<String, Span>,
 }
 
 impl<'p, 'b> Lowerer<'p, 'b> {
@@ -193,8 +208,13 @@ impl<'p, 'b> Lowerer<'p, 'b> {
             frames: Vec::new(),
             scope: scope::Scope::default(),
             block_depth: 0,
+            open_blocks: Vec::new(),
+            pending: Vec::new(),
             dropout_streams: 0,
             warned: HashSet::new(),
+            unused: Vec::new(),
+            apply_site: None,
+            param_sites: HashMap::new(),
         }
     }
 
@@ -205,6 +225,15 @@ impl<'p, 'b> Lowerer<'p, 'b> {
     fn warn_once(&mut self, d: Diagnostic) {
         if self.warned.insert(d.primary.span) {
             self.diags.push(d);
+        }
+    }
+
+    /// "never used" warnings wait for the end of the model: an error makes
+    /// the names its expression read look unused, so they are only shown
+    /// when the model has no error.
+    fn warn_unused_once(&mut self, d: Diagnostic) {
+        if self.warned.insert(d.primary.span) {
+            self.unused.push(d);
         }
     }
 
@@ -314,9 +343,7 @@ impl<'p, 'b> Lowerer<'p, 'b> {
                 let mut d = Diagnostic::error(span, e.message).label(e.label);
                 for &i in &e.blame {
                     if let Some(&t) = inputs.get(i) {
-                        let shape = self.ty(t).map(|t| t.shape.to_string()).unwrap_or_default();
-                        let what = self.describe_origin(t);
-                        d = d.with(self.span_of(t), format!("{what}{shape}"));
+                        d = d.with(self.span_of(t), self.origin_label(t));
                     }
                 }
                 if let Some(h) = e.help {
@@ -347,16 +374,41 @@ impl<'p, 'b> Lowerer<'p, 'b> {
         "this is ".to_string()
     }
 
+    /// "`x` is [B, 784]", "`y` is [B] (class indices)": a secondary label
+    /// saying what a tensor is, at the place it comes from.
+    pub(crate) fn origin_label(&self, t: TRef) -> String {
+        let what = self.describe_origin(t);
+        match self.ty(t) {
+            Some(ty) if ty.dtype == crate::ir::types::DType::I32 => {
+                format!("{what}{} (class indices)", ty.shape)
+            }
+            Some(ty) => format!("{what}{}", ty.shape),
+            None => format!("{what}unknown"),
+        }
+    }
+
+    /// Refuses a tensor with more elements per batch item than any machine
+    /// holds; `what` names it ("a tensor", "the parameter `fc1.weight`").
     fn check_size(&mut self, t: TensorType, span: Span) -> Option<TensorType> {
+        self.check_size_of(t, span, "a tensor")
+    }
+
+    fn check_size_of(&mut self, t: TensorType, span: Span, what: &str) -> Option<TensorType> {
         match t.shape.numel_parts() {
             Some((n, _)) if n <= MAX_ELEMENTS => Some(t),
             _ => {
+                let per_item = if t.shape.has_batch() {
+                    " per batch item"
+                } else {
+                    ""
+                };
                 self.error(
                     Diagnostic::error(
                         span,
-                        format!("a tensor of shape {} is too large to exist", t.shape),
+                        format!("{what} of shape {} is too large to exist", t.shape),
                     )
-                    .label("more than 2^40 elements per batch item"),
+                    .label(format!("more than 2^40 elements{per_item}"))
+                    .help("no machine holds a tensor this size; check the sizes for a typo"),
                 );
                 None
             }
@@ -386,25 +438,44 @@ impl<'p, 'b> Lowerer<'p, 'b> {
             p.uses += 1;
             let (node, pshape, pspan) = (p.node, p.shape.clone(), p.span);
             if pshape != shape {
+                let here = self.apply_site.unwrap_or(span);
+                let first = self.param_sites.get(&name).copied().unwrap_or(pspan);
+                let layer = name.rsplit_once('.').map_or(name.as_str(), |(l, _)| l);
                 self.error(
                     Diagnostic::error(
-                        span,
-                        format!(
-                            "this shared layer needs `{name}` to be {shape}, but it was created as {pshape}"
-                        ),
+                        here,
+                        format!("the shared layer `{layer}` is applied to an input of another shape"),
                     )
-                    .label("applied to a differently shaped input")
-                    .with(pspan, "first applied here")
-                    .help("a layer applied twice shares its weights, so its inputs must have the same shape"),
+                    .label(format!("this input needs `{name}` to be {shape}"))
+                    .with(first, format!("first applied here, making `{name}` {pshape}"))
+                    .help("a layer applied twice shares its weights, so its inputs must have the same shape; for a layer of its own, write the layer again instead of its name"),
                 );
+                // The result is unknown; what follows from it is not reported.
+                let node = self.model.graph.push(Node {
+                    op: Op::Param(existing),
+                    inputs: Vec::new(),
+                    ty: None,
+                    span,
+                    layer: self.scope.current_layer(),
+                });
+                return TRef { depth: 0, node };
             }
             return TRef { depth: 0, node };
         }
+        if let Some(site) = self.apply_site {
+            self.param_sites.insert(name.clone(), site);
+        }
         let id = ParamId(self.model.params.len() as u32);
+        // A parameter too large to exist is reported and poisons what uses it.
+        let ty = self.check_size_of(
+            TensorType::f32(shape.clone()),
+            span,
+            &format!("the parameter `{name}`"),
+        );
         let node = self.model.graph.push(Node {
             op: Op::Param(id),
             inputs: Vec::new(),
-            ty: Some(TensorType::f32(shape.clone())),
+            ty,
             span,
             layer: self.scope.current_layer(),
         });
@@ -484,6 +555,14 @@ impl<'p, 'b> Lowerer<'p, 'b> {
         );
     }
 
+    /// A declaration that failed (already reported) still defines its name,
+    /// as an erroneous value, so its uses add no "not defined" errors.
+    fn bind_if_missing(&mut self, name: &ast::Ident) {
+        if !self.env.vars.contains_key(&name.name) {
+            self.bind(name, Value::Poison);
+        }
+    }
+
     /// Looks a name up and marks it used.
     fn lookup(&mut self, name: &str) -> Option<Value<'p>> {
         let b = self.env.get(name)?;
@@ -520,10 +599,10 @@ impl<'p, 'b> Lowerer<'p, 'b> {
             .collect();
         unused.sort_by_key(|(_, s, _)| (s.file, s.start));
         for (name, span, what) in unused {
-            self.warn_once(
+            self.warn_unused_once(
                 Diagnostic::warning(span, format!("the {what} `{name}` is never used"))
                     .label("defined here")
-                    .help("remove it, or start its name with `_` to keep it without this warning".to_string()),
+                    .help("remove it, or start its name with `_` to keep it without this warning"),
             );
         }
     }
@@ -532,15 +611,39 @@ impl<'p, 'b> Lowerer<'p, 'b> {
 
     fn lower_body(&mut self, def: &'p ast::ModelDef) {
         let mut output_names: Vec<&'p ast::Ident> = Vec::new();
+        let defs = def
+            .stmts
+            .iter()
+            .flat_map(|s| match s {
+                ast::Stmt::Input(d) | ast::Stmt::Labels(d) => vec![order::Def::decl(&d.name)],
+                ast::Stmt::Param(p) => vec![order::Def::decl(&p.name)],
+                ast::Stmt::Assign(a) => vec![order::Def::assign(a)],
+                ast::Stmt::Output(_) => Vec::new(),
+            })
+            .collect();
+        self.open_body(defs, false);
         for stmt in &def.stmts {
+            if !matches!(stmt, ast::Stmt::Output(_)) {
+                self.start_stmt();
+            }
             match stmt {
-                ast::Stmt::Input(d) => self.declare_input(d, InputKind::Data),
-                ast::Stmt::Labels(d) => self.declare_input(d, InputKind::Labels),
-                ast::Stmt::Param(p) => self.declare_param(p),
+                ast::Stmt::Input(d) => {
+                    self.declare_input(d, InputKind::Data);
+                    self.bind_if_missing(&d.name);
+                }
+                ast::Stmt::Labels(d) => {
+                    self.declare_input(d, InputKind::Labels);
+                    self.bind_if_missing(&d.name);
+                }
+                ast::Stmt::Param(p) => {
+                    self.declare_param(p);
+                    self.bind_if_missing(&p.name);
+                }
                 ast::Stmt::Output(names) => output_names.extend(names),
                 ast::Stmt::Assign(a) => self.assign(a),
             }
         }
+        self.close_body();
         for name in output_names {
             match self.lookup(&name.name) {
                 Some(Value::Tensor(t)) => self.model.outputs.push((name.name.clone(), t.node)),
@@ -625,7 +728,8 @@ impl<'p, 'b> Lowerer<'p, 'b> {
 
     fn declare_input(&mut self, d: &'p ast::Decl, kind: InputKind) {
         let shape_v = self.eval(&d.shape);
-        let Some(shape) = self.shape_value(&shape_v, d.shape.span, true) else {
+        let Some(shape) = self.shape_value(&shape_v, d.shape.span, &item_spans(&d.shape), true)
+        else {
             return;
         };
         if shape.0.first() != Some(&Dim::B) || shape.0.iter().skip(1).any(|d| d.batch) {
@@ -634,16 +738,36 @@ impl<'p, 'b> Lowerer<'p, 'b> {
             } else {
                 "labels"
             };
+            let batches = shape.0.iter().filter(|d| d.batch).count();
+            let (message, label) = if batches > 1 {
+                (
+                    format!("only the first dimension of {what} can be the batch size `B`"),
+                    "`B` appears more than once",
+                )
+            } else if batches == 1 {
+                (
+                    format!("the first dimension of {what} must be the batch size `B`"),
+                    "`B` is not first",
+                )
+            } else {
+                (
+                    format!("the first dimension of {what} must be the batch size `B`"),
+                    "no batch dimension",
+                )
+            };
             let mut fixed = vec!["B".to_string()];
             fixed.extend(shape.0.iter().filter(|d| !d.batch).map(|d| d.to_string()));
             self.error(
-                Diagnostic::error(
-                    d.shape.span,
-                    format!("the first dimension of {what} must be the batch size `B`, and only the first"),
-                )
-                .label(format!("{shape}"))
-                .help(format!("write [{}]", fixed.join(", "))),
+                Diagnostic::error(d.shape.span, message)
+                    .label(label)
+                    .help(format!("write [{}]", fixed.join(", "))),
             );
+            return;
+        }
+        if self
+            .check_size(TensorType::f32(shape.clone()), d.shape.span)
+            .is_none()
+        {
             return;
         }
         let classes = match &d.classes {
@@ -687,7 +811,8 @@ impl<'p, 'b> Lowerer<'p, 'b> {
 
     fn declare_param(&mut self, p: &'p ast::ParamDecl) {
         let shape_v = self.eval(&p.shape);
-        let Some(shape) = self.shape_value(&shape_v, p.shape.span, false) else {
+        let Some(shape) = self.shape_value(&shape_v, p.shape.span, &item_spans(&p.shape), false)
+        else {
             return;
         };
         let init = match &p.init {
@@ -710,40 +835,117 @@ impl<'p, 'b> Lowerer<'p, 'b> {
 
     /// `init normal(0.01)`, `init zeros`, ...
     fn init_value(&mut self, e: &'p ast::Expr, shape: &Shape) -> Option<Init> {
-        let (name, args): (&str, Vec<Value<'p>>) = match &e.kind {
-            ast::ExprKind::Name(n) => (n, Vec::new()),
+        const INITS: &[(&str, usize)] = &[
+            ("zeros", 0),
+            ("ones", 0),
+            ("constant", 1),
+            ("uniform", 1),
+            ("normal", 1),
+            ("xavier", 0),
+            ("kaiming", 0),
+        ];
+        const HELP: &str = "initialisers are zeros, ones, constant(v), uniform(bound), normal(std), xavier and kaiming";
+        let (name, name_span, args): (&str, Span, Vec<(Value<'p>, Span)>) = match &e.kind {
+            ast::ExprKind::Name(n) => (n, e.span, Vec::new()),
             ast::ExprKind::Call(callee, args) => match &callee.kind {
-                ast::ExprKind::Name(n) => (n, args.iter().map(|a| self.eval(&a.value)).collect()),
-                _ => ("", Vec::new()),
+                ast::ExprKind::Name(n) => (
+                    n,
+                    callee.span,
+                    args.iter()
+                        .map(|a| (self.eval(&a.value), a.value.span))
+                        .collect(),
+                ),
+                _ => ("", e.span, Vec::new()),
             },
-            _ => ("", Vec::new()),
+            _ => ("", e.span, Vec::new()),
         };
-        let num = |i: usize| args.get(i).and_then(Value::as_f64);
+        let Some(&(_, arity)) = INITS.iter().find(|(n, _)| *n == name) else {
+            let mut d = if name.is_empty() {
+                Diagnostic::error(e.span, "expected an initialiser such as `normal(0.01)`")
+                    .label("not an initialiser")
+            } else {
+                Diagnostic::error(name_span, format!("`{name}` is not an initialiser"))
+                    .label("unknown initialiser")
+            };
+            d = match args::suggest(name, INITS.iter().map(|(n, _)| *n)) {
+                Some(s) if !name.is_empty() => d.help(format!("did you mean `{s}`? {HELP}")),
+                _ => d.help(HELP),
+            };
+            self.error(d);
+            return None;
+        };
+        if args.iter().any(|(v, _)| matches!(v, Value::Poison)) {
+            return None;
+        }
+        if args.len() != arity {
+            let what = if arity == 0 {
+                "no argument".to_string()
+            } else {
+                "one number".to_string()
+            };
+            self.error(
+                Diagnostic::error(
+                    e.span,
+                    format!("`{name}` takes {what}, but is given {}", args.len()),
+                )
+                .label("wrong number of arguments")
+                .help(HELP),
+            );
+            return None;
+        }
+        let num = match args.first() {
+            None => 0.0,
+            Some((v, span)) => match v.as_f64() {
+                Some(x) if name == "constant" || x >= 0.0 => x,
+                Some(x) => {
+                    let what = if name == "normal" {
+                        "standard deviation"
+                    } else {
+                        "bound"
+                    };
+                    self.error(
+                        Diagnostic::error(
+                            *span,
+                            format!("the {what} of `{name}` must be at least 0, not {x}"),
+                        )
+                        .label("negative"),
+                    );
+                    return None;
+                }
+                None => {
+                    self.error(
+                        Diagnostic::error(
+                            *span,
+                            format!("`{name}` takes a number, not {}", v.kind()),
+                        )
+                        .label("not a number"),
+                    );
+                    return None;
+                }
+            },
+        };
         let fan_in = shape.0.first().map_or(1, |d| d.n.max(1)) as f64;
         let fan_out = shape.0.get(1).map_or(1, |d| d.n.max(1)) as f64;
-        let init = match (name, args.len()) {
-            ("zeros", 0) => Init::Constant(0.0),
-            ("ones", 0) => Init::Constant(1.0),
-            ("constant", 1) => Init::Constant(num(0)?),
-            ("uniform", 1) if num(0).is_some_and(|b| b >= 0.0) => Init::Uniform(num(0)?),
-            ("normal", 1) if num(0).is_some_and(|s| s >= 0.0) => Init::Normal(num(0)?),
-            ("xavier", 0) => Init::Uniform((6.0 / (fan_in + fan_out)).sqrt()),
-            ("kaiming", 0) => Init::Uniform((6.0 / fan_in).sqrt()),
-            _ => {
-                self.error(
-                    Diagnostic::error(e.span, "unknown initialiser")
-                        .label("not an initialiser")
-                        .help("use zeros, ones, constant(v), uniform(bound), normal(std), xavier or kaiming"),
-                );
-                return None;
-            }
-        };
-        Some(init)
+        Some(match name {
+            "zeros" => Init::Constant(0.0),
+            "ones" => Init::Constant(1.0),
+            "constant" => Init::Constant(num),
+            "uniform" => Init::Uniform(num),
+            "normal" => Init::Normal(num),
+            "xavier" => Init::Uniform((6.0 / (fan_in + fan_out)).sqrt()),
+            _ => Init::Uniform((6.0 / fan_in).sqrt()),
+        })
     }
 
     /// A shape value: a list of whole numbers ≥ 1, with `B` allowed when
     /// `batch` is set.
-    fn shape_value(&mut self, v: &Value<'p>, span: Span, batch: bool) -> Option<Shape> {
+    fn shape_value(
+        &mut self,
+        v: &Value<'p>,
+        span: Span,
+        item_spans: &[Span],
+        batch: bool,
+    ) -> Option<Shape> {
         let items = match v {
             Value::List(items) => items,
             Value::Poison => return None,
@@ -759,38 +961,42 @@ impl<'p, 'b> Lowerer<'p, 'b> {
             }
         };
         let mut dims = Vec::new();
-        for item in items {
+        for (i, item) in items.iter().enumerate() {
+            let at = item_spans.get(i).copied().unwrap_or(span);
             match item {
+                Value::Poison => return None,
                 Value::Batch if batch => dims.push(Dim::B),
                 Value::Batch => {
                     self.error(
                         Diagnostic::error(
-                            span,
+                            at,
                             "a parameter's shape cannot depend on the batch size",
                         )
-                        .label("contains B"),
+                        .label("the batch size")
+                        .help("parameters are shared by every item of a batch; give fixed sizes"),
                     );
                     return None;
                 }
                 v => match v.as_int() {
                     Some(n) if n >= 1 => dims.push(Dim::fixed(n as usize)),
                     Some(n) => {
+                        let what = if n == 0 { "zero" } else { "negative" };
                         self.error(
                             Diagnostic::error(
-                                span,
-                                format!("dimensions must be at least 1, but this shape has {n}"),
+                                at,
+                                format!("a dimension must be at least 1, but this one is {n}"),
                             )
-                            .label("zero or negative size"),
+                            .label(format!("{what} size")),
                         );
                         return None;
                     }
                     None => {
                         self.error(
                             Diagnostic::error(
-                                span,
+                                at,
                                 format!("a dimension must be a whole number, not {}", v.kind()),
                             )
-                            .label("not a shape"),
+                            .label("not a size"),
                         );
                         return None;
                     }
@@ -861,6 +1067,9 @@ impl<'p, 'b> Lowerer<'p, 'b> {
     }
 
     fn unknown_name(&mut self, name: &str, span: Span) {
+        if self.explain_undefined(name, span) {
+            return;
+        }
         let mut known: Vec<String> = self.env.vars.keys().cloned().collect();
         known.extend(self.blocks.names().map(str::to_string));
         known.extend(builtin_names().map(str::to_string));
@@ -931,6 +1140,14 @@ impl<'p, 'b> Lowerer<'p, 'b> {
                 format!("internal error: the lowered graph fails verification: {e}"),
             ));
         }
+    }
+}
+
+/// The spans of the items of a list expression (`[B, 784]`).
+fn item_spans(e: &ast::Expr) -> Vec<Span> {
+    match &e.kind {
+        ast::ExprKind::List(items) => items.iter().map(|i| i.span).collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -34,30 +34,65 @@ impl<'p> Lowerer<'p, '_> {
         ) else {
             return poison;
         };
-        if start < 0 || end <= start || end - start > MAX_STEPS {
+        let range = r.start.span.to(r.end.span);
+        let problem = if start < 0 {
+            Some((
+                format!("a recurrence starts at step 0 or later, not {start}"),
+                "negative start",
+            ))
+        } else if end <= start {
+            Some((
+                format!("the range {start}..{end} of this recurrence has no steps"),
+                "empty range",
+            ))
+        } else if end - start > MAX_STEPS {
+            Some((
+                format!(
+                    "a recurrence runs at most {MAX_STEPS} steps, but {start}..{end} has {}",
+                    end - start
+                ),
+                "too many steps",
+            ))
+        } else {
+            None
+        };
+        if let Some((message, label)) = problem {
             self.error(
-                Diagnostic::error(
-                    r.start.span.to(r.end.span),
-                    format!(
-                        "a recurrence runs over at least one step from 0 on, not {start}..{end}"
-                    ),
-                )
-                .label("empty or negative range"),
+                Diagnostic::error(range, message).label(label).help(
+                    "write the steps as `recur t in 0..T`, with T the length of the sequence",
+                ),
             );
             return poison;
         }
         let steps = (end - start) as usize;
         if r.init.len() != targets.len() {
+            let names = match (targets.first(), targets.last()) {
+                (Some(a), Some(b)) => a.span.to(b.span),
+                _ => span,
+            };
+            let inits = match (r.init.first(), r.init.last()) {
+                (Some(a), Some(b)) => a.span.to(b.span),
+                _ => span,
+            };
+            let plural = |n: usize, what: &str| {
+                if n == 1 {
+                    format!("1 {what}")
+                } else {
+                    format!("{n} {what}s")
+                }
+            };
             self.error(
                 Diagnostic::error(
-                    span,
+                    names,
                     format!(
-                        "{} state name(s) are assigned, but the recurrence starts from {} initial state(s)",
-                        targets.len(),
-                        r.init.len()
+                        "this recurrence has {} but {}",
+                        plural(targets.len(), "state name"),
+                        plural(r.init.len(), "initial value")
                     ),
                 )
-                .label("one initial state per name after `from`"),
+                .label(plural(targets.len(), "state"))
+                .with(inits, plural(r.init.len(), "initial value"))
+                .help("give one initial value after `from` for each name, in the same order: `h, c = recur t in 0..T from h0, c0 { ... }`"),
             );
             return poison;
         }
@@ -170,7 +205,7 @@ impl<'p> Lowerer<'p, '_> {
                 },
             );
         }
-        let result = self.eval_body(&r.body);
+        let result = self.eval_body(&r.body, false);
         let inner_env = std::mem::replace(&mut self.env, saved);
         let mut local = inner_env.clone();
         local.vars.retain(|n, _| {

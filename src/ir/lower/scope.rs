@@ -87,7 +87,7 @@ impl Scope {
         name: Option<&ast::Ident>,
         shared: Option<&str>,
         span: Span,
-    ) -> Result<(LayerId, String), Diagnostic> {
+    ) -> Result<(LayerId, String), Box<Diagnostic>> {
         let saved = self.segments.clone();
         let pending = self.pending_name.take();
         if shared.is_some() {
@@ -115,9 +115,9 @@ impl Scope {
                 .label("second layer with this name")
                 .help("give each layer its own name; to share weights, apply the first layer again with `|> name`");
                 if let Some(first) = first {
-                    d = d.with(first, "first used here");
+                    d = d.with(first, format!("the first layer named `{path}`"));
                 }
-                return Err(d);
+                return Err(Box::new(d));
             }
             path
         } else if let Some(index) = pending {

@@ -248,12 +248,18 @@ pub(super) fn axis_arg(
         Some(ax) => Some(ax),
         None => {
             let span = a.args.span(name).unwrap_or(a.span);
+            let r = s.rank() as i64;
             l.error(
                 Diagnostic::error(
                     span,
                     format!("axis {axis} does not exist in a tensor of shape {s}"),
                 )
-                .label(format!("rank {}", s.rank())),
+                .label(format!("no axis {axis}"))
+                .with(l.span_of(t), l.origin_label(t))
+                .help(format!(
+                    "a rank-{r} tensor has axes 0 to {} (or -{r} to -1 counting from the end)",
+                    r - 1
+                )),
             );
             None
         }

@@ -91,13 +91,10 @@ fn mismatch(
     help: Option<String>,
 ) -> Value<'static> {
     let (p, y) = (a.inputs[0], a.inputs[1]);
-    let pshape = l.ty(p).map(|t| t.to_string()).unwrap_or_default();
-    let yshape = l.ty(y).map(|t| t.to_string()).unwrap_or_default();
-    let (po, yo) = (l.describe_origin(p), l.describe_origin(y));
     let mut d = Diagnostic::error(a.span, message)
         .label(label.to_string())
-        .with(l.span_of(p), format!("{po}{pshape}"))
-        .with(l.span_of(y), format!("{yo}{yshape}"));
+        .with(l.span_of(p), l.origin_label(p))
+        .with(l.span_of(y), l.origin_label(y));
     if let Some(h) = help {
         d = d.help(h);
     }

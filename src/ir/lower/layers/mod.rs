@@ -89,6 +89,35 @@ pub fn reference() -> String {
     out
 }
 
+/// How a built-in is written, for help texts: `x |> dense(units, bias: true)`
+/// or `add(x1, x2, ...)`, then what it does.
+pub fn usage(b: &Builtin) -> String {
+    let sig = super::args::signature_help(b.name, b.sig);
+    let params = sig
+        .trim_start_matches(&format!("`{}` takes (", b.name))
+        .trim_end_matches(')')
+        .to_string();
+    let call = match b.inputs {
+        (1, Some(1)) if params.is_empty() => format!("x |> {}", b.name),
+        (1, Some(1)) => format!("x |> {}({params})", b.name),
+        (n, max) => {
+            let mut parts: Vec<String> = match n {
+                0 => Vec::new(),
+                1 => vec!["x".into()],
+                _ => (1..=n).map(|i| format!("x{i}")).collect(),
+            };
+            if max.is_none() {
+                parts.push("...".into());
+            }
+            if !params.is_empty() {
+                parts.push(params);
+            }
+            format!("{}({})", b.name, parts.join(", "))
+        }
+    };
+    format!("write `{call}`: {}", b.doc)
+}
+
 /// The one input of a single-input layer.
 fn x(a: &Apply<'_>) -> TRef {
     a.inputs[0]

@@ -139,10 +139,9 @@ fn wrong_input(
 ) -> Value<'static> {
     let t = x(a);
     let shape = l.ty(t).map(|t| t.shape.to_string()).unwrap_or_default();
-    let origin = l.describe_origin(t);
     let mut d = Diagnostic::error(a.span, message)
         .label(format!("applied to {shape}"))
-        .with(l.span_of(t), format!("{origin}{shape}"));
+        .with(l.span_of(t), l.origin_label(t));
     if let Some(h) = help {
         d = d.help(h);
     }
@@ -305,9 +304,9 @@ fn conv<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>, nd: usize) -> Value<'p> {
     };
     let filters = a.args.usize("filters");
     let groups = a.args.usize("groups");
-    if c % groups != 0 || !filters.is_multiple_of(groups) {
+    if !c.is_multiple_of(groups) || !filters.is_multiple_of(groups) {
         let span = a.args.span("groups").unwrap_or(a.span);
-        let (what, n) = if c % groups != 0 {
+        let (what, n) = if !c.is_multiple_of(groups) {
             ("input", c)
         } else {
             ("output", filters)

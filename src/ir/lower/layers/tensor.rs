@@ -284,7 +284,7 @@ fn reshape<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
                 ),
             )
             .label("wrong number of elements")
-            .with(l.span_of(x(a)), format!("the input is {s}")),
+            .with(l.span_of(x(a)), l.origin_label(x(a))),
         );
         return Value::Poison;
     }
@@ -457,7 +457,7 @@ fn one_hot<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
 fn fill<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>, value: f64) -> Value<'p> {
     let v = a.args.get("shape").cloned().unwrap_or(Value::Poison);
     let span = a.args.span("shape").unwrap_or(a.span);
-    let Some(shape) = l.shape_value(&v, span, true) else {
+    let Some(shape) = l.shape_value(&v, span, &[], true) else {
         return Value::Poison;
     };
     Value::Tensor(l.add(Op::Fill { value, shape }, &[], a.span))
