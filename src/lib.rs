@@ -12,8 +12,11 @@ pub mod diag;
 pub mod frontend;
 pub mod gradcheck;
 pub mod ir;
+pub mod jit;
 pub mod reference;
 pub mod report;
 pub mod rng;
+
 pub mod runtime;
+pub mod schedule;
 pub mod syntax;

@@ -1,0 +1,592 @@
+//! Runtime routines the generated code calls: matrix products (the `gemm`
+//! crate), convolution by im2col, pooling, softmax, fills and the parallel
+//! loop driver. Each takes the step context and a descriptor built at compile
+//! time; shapes were checked before any call, so no bounds are re-checked here.
+
+use gemm::Parallelism;
+
+use super::Ctx;
+use crate::ir::ops::{PoolKind, Window};
+
+/// A location: a region of the context and a byte offset.
+#[derive(Debug, Clone, Copy)]
+pub struct Loc {
+    pub region: u32,
+    pub offset: i64,
+}
+
+impl Loc {
+    /// # Safety
+    /// `ctx` must be a live context whose region table has this region.
+    pub unsafe fn ptr(self, ctx: *const Ctx) -> *mut f32 {
+        unsafe {
+            let table = (*ctx).regions;
+            let base = *table.add(self.region as usize);
+            base.offset(self.offset as isize) as *mut f32
+        }
+    }
+}
+
+fn parallelism(ctx: *const Ctx, work: usize) -> Parallelism {
+    let threads = unsafe { (*ctx).threads };
+    // Small products run faster on one thread than split.
+    if threads > 1 && work >= 1 << 18 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// c = a @ b (or c += a @ b) for `batch` items; strides in elements.
+#[derive(Debug, Clone)]
+pub struct GemmDesc {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub a: Loc,
+    pub a_rs: isize,
+    pub a_cs: isize,
+    pub a_bs: isize,
+    pub b: Loc,
+    pub b_rs: isize,
+    pub b_cs: isize,
+    pub b_bs: isize,
+    pub c: Loc,
+    pub c_rs: isize,
+    pub c_cs: isize,
+    pub c_bs: isize,
+    pub accumulate: bool,
+}
+
+/// # Safety
+/// Called by generated code with a live context and a descriptor it owns.
+pub unsafe extern "C" fn nnc_gemm(ctx: *const Ctx, d: *const GemmDesc) {
+    unsafe {
+        let d = &*d;
+        let (a, b, c) = (d.a.ptr(ctx), d.b.ptr(ctx), d.c.ptr(ctx));
+        let par = parallelism(ctx, d.m * d.n * d.k);
+        for i in 0..d.batch as isize {
+            gemm_raw(
+                d.m,
+                d.n,
+                d.k,
+                c.offset(i * d.c_bs),
+                d.c_rs,
+                d.c_cs,
+                a.offset(i * d.a_bs),
+                d.a_rs,
+                d.a_cs,
+                b.offset(i * d.b_bs),
+                d.b_rs,
+                d.b_cs,
+                d.accumulate,
+                par,
+            );
+        }
+    }
+}
+
+/// c = a·b (+ c when `acc`), strides in elements.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    c_rs: isize,
+    c_cs: isize,
+    a: *const f32,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const f32,
+    b_rs: isize,
+    b_cs: isize,
+    acc: bool,
+    par: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    unsafe {
+        if k == 0 {
+            if !acc {
+                for i in 0..m as isize {
+                    for j in 0..n as isize {
+                        *c.offset(i * c_rs + j * c_cs) = 0.0;
+                    }
+                }
+            }
+            return;
+        }
+        // gemm: dst := alpha·dst + beta·lhs·rhs.
+        gemm::gemm(
+            m, n, k, c, c_cs, c_rs, acc, a, a_cs, a_rs, b, b_cs, b_rs, 1.0f32, 1.0f32, false,
+            false, false, par,
+        );
+    }
+}
+
+/// A convolution's geometry on [N, C, H, W] (1-D as H = 1).
+#[derive(Debug, Clone)]
+pub struct ConvDesc {
+    pub kind: u8, // 0 forward, 1 grad input, 2 grad weight
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub groups: usize,
+    pub x: Loc,
+    pub wt: Loc,
+    pub y: Loc,
+    pub scratch: Loc,
+}
+
+impl ConvDesc {
+    pub fn from_window(
+        window: &Window,
+        x: &[usize],
+        w: &[usize],
+        y: &[usize],
+        groups: usize,
+    ) -> ConvDesc {
+        let four = |s: &[usize]| {
+            if s.len() == 3 {
+                [s[0], s[1], 1, s[2]]
+            } else {
+                [s[0], s[1], s[2], s[3]]
+            }
+        };
+        let two = |v: &[usize], fill: usize| {
+            if v.len() == 1 {
+                (fill, v[0])
+            } else {
+                (v[0], v[1])
+            }
+        };
+        let [n, c, h, wd] = four(x);
+        let [o, _, _, _] = four(w);
+        let [_, _, oh, ow] = four(y);
+        let (kh, kw) = two(&window.kernel, 1);
+        let (sh, sw) = two(&window.stride, 1);
+        let (ph, pw) = two(&window.pad, 0);
+        let (dh, dw) = two(&window.dilation, 1);
+        let here = Loc {
+            region: 0,
+            offset: 0,
+        };
+        ConvDesc {
+            kind: 0,
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            oh,
+            ow,
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            dh,
+            dw,
+            groups,
+            x: here,
+            wt: here,
+            y: here,
+            scratch: here,
+        }
+    }
+
+    /// Input position of output (a, b) at kernel offset (i, j), if inside.
+    #[inline]
+    fn src(&self, a: usize, b: usize, i: usize, j: usize) -> Option<(usize, usize)> {
+        let y = (a * self.sh + i * self.dh).checked_sub(self.ph)?;
+        let x = (b * self.sw + j * self.dw).checked_sub(self.pw)?;
+        (y < self.h && x < self.w).then_some((y, x))
+    }
+
+    /// Columns [Cg·kh·kw, OH·OW] of image `img`, group `g`, into `cols`.
+    unsafe fn im2col(&self, x: *const f32, img: usize, g: usize, cols: *mut f32) {
+        let cg = self.c / self.groups;
+        let p = self.oh * self.ow;
+        unsafe {
+            for cc in 0..cg {
+                let plane = x.add(((img * self.c) + g * cg + cc) * self.h * self.w);
+                for i in 0..self.kh {
+                    for j in 0..self.kw {
+                        let row = cols.add(((cc * self.kh + i) * self.kw + j) * p);
+                        for a in 0..self.oh {
+                            for b in 0..self.ow {
+                                *row.add(a * self.ow + b) = match self.src(a, b, i, j) {
+                                    Some((y, z)) => *plane.add(y * self.w + z),
+                                    None => 0.0,
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    unsafe fn col2im_add(&self, cols: *const f32, img: usize, g: usize, dx: *mut f32) {
+        let cg = self.c / self.groups;
+        let p = self.oh * self.ow;
+        unsafe {
+            for cc in 0..cg {
+                let plane = dx.add(((img * self.c) + g * cg + cc) * self.h * self.w);
+                for i in 0..self.kh {
+                    for j in 0..self.kw {
+                        let row = cols.add(((cc * self.kh + i) * self.kw + j) * p);
+                        for a in 0..self.oh {
+                            for b in 0..self.ow {
+                                if let Some((y, z)) = self.src(a, b, i, j) {
+                                    *plane.add(y * self.w + z) += *row.add(a * self.ow + b);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// Called by generated code with a live context and a descriptor it owns.
+pub unsafe extern "C" fn nnc_conv(ctx: *const Ctx, d: *const ConvDesc) {
+    unsafe {
+        let d = &*d;
+        let (x, w, y, cols) = (
+            d.x.ptr(ctx),
+            d.wt.ptr(ctx),
+            d.y.ptr(ctx),
+            d.scratch.ptr(ctx),
+        );
+        let cg = d.c / d.groups;
+        let og = d.o / d.groups;
+        let k = cg * d.kh * d.kw;
+        let p = d.oh * d.ow;
+        let par = parallelism(ctx, og * p * k);
+        let (xs, ys) = (d.c * d.h * d.w, d.o * p);
+        match d.kind {
+            0 => {
+                for img in 0..d.n {
+                    for g in 0..d.groups {
+                        d.im2col(x, img, g, cols);
+                        // y[img, g] (Og × P) = W_g (Og × K) @ cols (K × P)
+                        let yg = y.add(img * ys + g * og * p);
+                        let wg = w.add(g * og * k);
+                        gemm_raw(
+                            og, p, k, yg, p as isize, 1, wg, k as isize, 1, cols, p as isize, 1,
+                            false, par,
+                        );
+                    }
+                }
+            }
+            1 => {
+                // Gradient of the input: cols = W_gᵀ (K × Og) @ dy_g (Og × P), then col2im.
+                std::ptr::write_bytes(x, 0, d.n * xs);
+                for img in 0..d.n {
+                    for g in 0..d.groups {
+                        let yg = y.add(img * ys + g * og * p);
+                        let wg = w.add(g * og * k);
+                        gemm_raw(
+                            k, p, og, cols, p as isize, 1, wg, 1, k as isize, yg, p as isize, 1,
+                            false, par,
+                        );
+                        d.col2im_add(cols, img, g, x);
+                    }
+                }
+            }
+            _ => {
+                // Gradient of the weight: dW_g (Og × K) += dy_g (Og × P) @ colsᵀ (P × K).
+                for img in 0..d.n {
+                    for g in 0..d.groups {
+                        d.im2col(x, img, g, cols);
+                        let yg = y.add(img * ys + g * og * p);
+                        let wg = w.add(g * og * k);
+                        gemm_raw(
+                            og,
+                            k,
+                            p,
+                            wg,
+                            k as isize,
+                            1,
+                            yg,
+                            p as isize,
+                            1,
+                            cols,
+                            1,
+                            p as isize,
+                            img > 0,
+                            par,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pooling geometry on [N·C planes, H, W].
+#[derive(Debug, Clone)]
+pub struct PoolDesc {
+    pub max: bool,
+    pub grad: bool,
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub x: Loc,
+    pub y: Loc,
+    pub dx: Loc,
+}
+
+impl PoolDesc {
+    pub fn new(kind: PoolKind, grad: bool, window: &Window, x: &[usize], y: &[usize]) -> PoolDesc {
+        let four = |s: &[usize]| {
+            if s.len() == 3 {
+                [s[0], s[1], 1, s[2]]
+            } else {
+                [s[0], s[1], s[2], s[3]]
+            }
+        };
+        let two = |v: &[usize], fill: usize| {
+            if v.len() == 1 {
+                (fill, v[0])
+            } else {
+                (v[0], v[1])
+            }
+        };
+        let [n, c, h, w] = four(x);
+        let [_, _, oh, ow] = four(y);
+        let (kh, kw) = two(&window.kernel, 1);
+        let (sh, sw) = two(&window.stride, 1);
+        let (ph, pw) = two(&window.pad, 0);
+        let here = Loc {
+            region: 0,
+            offset: 0,
+        };
+        PoolDesc {
+            max: kind == PoolKind::Max,
+            grad,
+            planes: n * c,
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            x: here,
+            y: here,
+            dx: here,
+        }
+    }
+}
+
+/// Rows or columns a window covers, clipped, and the average's divisor (the
+/// window clipped to the padded input, as PyTorch counts it).
+#[inline]
+fn span(o: usize, stride: usize, pad: usize, k: usize, n: usize) -> (usize, usize, usize) {
+    let start = (o * stride) as isize - pad as isize;
+    let end = (start + k as isize).min((n + pad) as isize);
+    let size = (end - start).max(0) as usize;
+    let lo = start.max(0) as usize;
+    let hi = (end.max(0) as usize).min(n);
+    (lo, hi.max(lo), size)
+}
+
+/// # Safety
+/// Called by generated code with a live context and a descriptor it owns.
+pub unsafe extern "C" fn nnc_pool(ctx: *const Ctx, d: *const PoolDesc) {
+    unsafe {
+        let d = &*d;
+        let (x, y) = (d.x.ptr(ctx), d.y.ptr(ctx));
+        let dx = if d.grad {
+            d.dx.ptr(ctx)
+        } else {
+            std::ptr::null_mut()
+        };
+        if d.grad {
+            std::ptr::write_bytes(dx, 0, d.planes * d.h * d.w);
+        }
+        for pl in 0..d.planes {
+            let xp = x.add(pl * d.h * d.w);
+            let yp = y.add(pl * d.oh * d.ow);
+            for a in 0..d.oh {
+                let (y0, y1, sy) = span(a, d.sh, d.ph, d.kh, d.h);
+                for b in 0..d.ow {
+                    let (x0, x1, sx) = span(b, d.sw, d.pw, d.kw, d.w);
+                    let out = yp.add(a * d.ow + b);
+                    if d.max {
+                        let mut best = f32::NEG_INFINITY;
+                        let mut at = usize::MAX;
+                        for r in y0..y1 {
+                            for c in x0..x1 {
+                                let v = *xp.add(r * d.w + c);
+                                if v > best || (v.is_nan() && !best.is_nan()) {
+                                    best = v;
+                                    at = r * d.w + c;
+                                }
+                            }
+                        }
+                        if d.grad {
+                            if at != usize::MAX {
+                                *dx.add(pl * d.h * d.w + at) += *out;
+                            }
+                        } else {
+                            *out = best;
+                        }
+                    } else {
+                        let div = (sy * sx).max(1) as f32;
+                        if d.grad {
+                            let share = *out / div;
+                            for r in y0..y1 {
+                                for c in x0..x1 {
+                                    *dx.add(pl * d.h * d.w + r * d.w + c) += share;
+                                }
+                            }
+                        } else {
+                            let mut s = 0.0f32;
+                            for r in y0..y1 {
+                                for c in x0..x1 {
+                                    s += *xp.add(r * d.w + c);
+                                }
+                            }
+                            *out = s / div;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Softmax over lanes: `dims` are the row dims then the lane; strides in elements.
+#[derive(Debug, Clone)]
+pub struct SoftmaxDesc {
+    pub log: bool,
+    pub dims: Vec<usize>,
+    pub x: Loc,
+    pub x_strides: Vec<isize>,
+    pub y: Loc,
+    pub y_strides: Vec<isize>,
+}
+
+/// # Safety
+/// Called by generated code with a live context and a descriptor it owns.
+pub unsafe extern "C" fn nnc_softmax(ctx: *const Ctx, d: *const SoftmaxDesc) {
+    unsafe {
+        let d = &*d;
+        let (x, y) = (d.x.ptr(ctx), d.y.ptr(ctx));
+        let r = d.dims.len();
+        let len = d.dims[r - 1];
+        let (xs, ys) = (d.x_strides[r - 1], d.y_strides[r - 1]);
+        let rows: usize = d.dims[..r - 1].iter().product();
+        let mut idx = vec![0usize; r - 1];
+        for _ in 0..rows {
+            let mut xo = 0isize;
+            let mut yo = 0isize;
+            for (k, &i) in idx.iter().enumerate() {
+                xo += i as isize * d.x_strides[k];
+                yo += i as isize * d.y_strides[k];
+            }
+            let xr = x.offset(xo);
+            let yr = y.offset(yo);
+            let mut m = f32::NEG_INFINITY;
+            for i in 0..len as isize {
+                let v = *xr.offset(i * xs);
+                if v > m {
+                    m = v;
+                }
+            }
+            let mut sum = 0.0f32;
+            for i in 0..len as isize {
+                sum += (*xr.offset(i * xs) - m).exp();
+            }
+            let ls = sum.ln();
+            for i in 0..len as isize {
+                let v = *xr.offset(i * xs) - m;
+                *yr.offset(i * ys) = if d.log { v - ls } else { v.exp() / sum };
+            }
+            // Next row index.
+            for k in (0..r - 1).rev() {
+                idx[k] += 1;
+                if idx[k] < d.dims[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+    }
+}
+
+/// Fill `len` floats at `at` with `value` (reduction outputs before they accumulate).
+#[derive(Debug, Clone)]
+pub struct FillDesc {
+    pub at: Loc,
+    pub len: usize,
+    pub value: f32,
+}
+
+/// # Safety
+/// Called by generated code with a live context and a descriptor it owns.
+pub unsafe extern "C" fn nnc_fill(ctx: *const Ctx, d: *const FillDesc) {
+    unsafe {
+        let d = &*d;
+        let p = d.at.ptr(ctx);
+        std::slice::from_raw_parts_mut(p, d.len).fill(d.value);
+    }
+}
+
+/// The signature of a loop kernel.
+pub type LoopFn = unsafe extern "C" fn(*const Ctx, i64, i64);
+
+/// Runs a loop kernel over `n` outer iterations, split across the pool when
+/// the work is large enough to pay for it.
+///
+/// # Safety
+/// Called by generated code with a live context and one of its kernels.
+pub unsafe extern "C" fn nnc_parallel(ctx: *const Ctx, f: LoopFn, n: i64, work: i64) {
+    unsafe {
+        let threads = (*ctx).threads;
+        if threads <= 1 || work < 1 << 16 || n < 2 {
+            f(ctx, 0, n);
+            return;
+        }
+        let parts = (threads as i64).min(n);
+        let ctx_addr = ctx as usize;
+        rayon::scope(|s| {
+            for p in 0..parts {
+                let (lo, hi) = (n * p / parts, n * (p + 1) / parts);
+                s.spawn(move |_| f(ctx_addr as *const Ctx, lo, hi));
+            }
+        });
+    }
+}

@@ -1,0 +1,182 @@
+//! The compiled training step against the reference interpreter: the same
+//! model, weights and batches give the same losses and parameters.
+
+use ndarray::ArrayD;
+use nnc::frontend::check_source;
+use nnc::gradcheck::random_inputs;
+use nnc::ir::model::Model;
+use nnc::ir::types::DType;
+use nnc::runtime::executable::InputData;
+use nnc::runtime::jit_trainer::JitTrainer;
+use nnc::runtime::reference_trainer::{Recipe, ReferenceTrainer};
+use nnc::syntax::FsLoader;
+
+fn model(src: &str) -> Model {
+    let c = check_source("t.nn", src, &FsLoader, &Default::default());
+    assert!(!c.has_errors(), "{}", c.report().render(false));
+    c.models.into_iter().next().unwrap()
+}
+
+fn recipe(model: &Model) -> Recipe {
+    let t = model.train.clone().unwrap_or_else(|| {
+        nnc::ir::train::TrainConfig::new(model.name.clone(), Default::default())
+    });
+    Recipe {
+        optimizer: t.optimizer,
+        schedule: t.schedule,
+        clip: t.clip,
+        total_steps: 20,
+        seed: 3,
+    }
+}
+
+/// Normwise relative error: max |a − b| / max |b|.
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs() as f64))
+        .max(1e-30);
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
+        / scale
+}
+
+/// Runs `steps` steps of JIT and reference on the same random batches.
+fn compare(src: &str, batch: usize, steps: usize, tol: f64) {
+    let m = model(src);
+    let r = recipe(&m);
+    let init: Vec<ArrayD<f32>> = nnc::runtime::params::init(&m, 5);
+    let mut reference =
+        ReferenceTrainer::<f32>::new(&m, r.clone(), batch, Some(init.clone())).unwrap();
+    let mut jit =
+        JitTrainer::new(&m, r, batch, Some(init), 1, false).unwrap_or_else(|e| panic!("{e}"));
+    for s in 0..steps {
+        let xs64 = random_inputs(&m, batch, 100 + s as u64);
+        let xs32: Vec<ArrayD<f32>> = xs64.iter().map(|a| a.mapv(|v| v as f32)).collect();
+        let ints: Vec<Vec<i32>> = xs64
+            .iter()
+            .map(|a| a.iter().map(|&v| v as i32).collect())
+            .collect();
+        let floats: Vec<Vec<f32>> = xs32.iter().map(|a| a.iter().copied().collect()).collect();
+        let feeds: Vec<InputData> = m
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, inp)| {
+                if inp.ty.dtype == DType::I32 {
+                    InputData::I32(&ints[i])
+                } else {
+                    InputData::F32(&floats[i])
+                }
+            })
+            .collect();
+        let lr = reference.step(&xs32).unwrap().loss;
+        let lj = jit.step(&feeds).unwrap() as f64;
+        assert!(
+            (lr - lj).abs() <= tol * lr.abs().max(1.0),
+            "step {s}: loss reference {lr} jit {lj}"
+        );
+    }
+    for (i, p) in m.params.iter().enumerate() {
+        let a: Vec<f32> = jit.param(i).iter().copied().collect();
+        let b: Vec<f32> = reference.params[i].iter().copied().collect();
+        let e = rel(&a, &b);
+        assert!(e <= tol, "{}: relative error {e:.3e}", p.name);
+    }
+}
+
+#[test]
+fn mlp_with_adam() {
+    compare(
+        "model m { input x: [B, 12]  labels y: [B] classes 5\n logits = x |> dense(16) |> relu |> dense(5)\n loss = cross_entropy(logits, y) }\n train m { optimizer adam(lr: 0.01) }",
+        8,
+        5,
+        1e-4,
+    );
+}
+
+#[test]
+fn convnet_with_batchnorm_pooling_and_momentum() {
+    compare(
+        "model m { input x: [B, 2, 10, 10]  labels y: [B] classes 3\n \
+         h = x |> conv2d(4, kernel: 3, pad: 1) |> batchnorm |> relu |> maxpool(2)\n \
+         h2 = h |> conv2d(6, kernel: 3, stride: 2, pad: 1, groups: 2) |> avgpool(2, stride: 1, pad: 1, ceil: true)\n \
+         logits = h2 |> flatten |> dense(3)\n loss = cross_entropy(logits, y) }\n \
+         train m { optimizer momentum(lr: 0.05, momentum: 0.9, weight_decay: 0.01) }",
+        4,
+        4,
+        1e-4,
+    );
+}
+
+#[test]
+fn activations_losses_and_rmsprop_with_clipping() {
+    compare(
+        "model m { input x: [B, 6]  labels y: [B, 3]\n \
+         h = x |> dense(8) |> leaky_relu(0.1) |> dense(8) |> elu |> dense(8) |> gelu |> dense(8) |> silu\n \
+         h2 = h |> dense(8) |> softplus |> dense(8) |> tanh |> dense(8) |> prelu(per_channel: true) |> layernorm\n \
+         p = h2 |> dense(3) |> sigmoid\n loss = binary_cross_entropy(p, y) + mse(p, y) * 0.5 + l1(p, y) }\n \
+         train m { optimizer rmsprop(lr: 0.01, momentum: 0.5, centered: true)  clip norm(0.5) }",
+        5,
+        4,
+        1e-4,
+    );
+}
+
+#[test]
+fn dropout_masks_match_the_reference() {
+    compare(
+        "model m { input x: [B, 9]  labels y: [B] classes 4\n logits = x |> dense(12) |> relu |> dropout(0.4) |> dense(4)\n loss = cross_entropy(logits, y) }\n train m { optimizer sgd(lr: 0.1) }",
+        6,
+        3,
+        1e-4,
+    );
+}
+
+#[test]
+fn elman_rnn_through_time_with_adagrad() {
+    compare(
+        "model m { input x: [B, 5, 3]  labels y: [B, 5] classes 3\n \
+         param U: [3, 4], W: [4, 4], V: [4, 3], b: [4] init normal(0.1), c: [3] init normal(0.1)\n \
+         s = recur t in 0..5 from zeros([B, 4]) { tanh(x[t] @ U + s[t-1] @ W + b) }\n \
+         loss = cross_entropy(s @ V + c, y) }\n \
+         train m { optimizer adagrad(lr: 0.1, lr_decay: 0.01) }",
+        3,
+        4,
+        1e-4,
+    );
+}
+
+#[test]
+fn lstm_truncated_and_stateful() {
+    compare(
+        "model m { input x: [B, 6] classes 7  labels y: [B, 6] classes 7\n \
+         param Wx: [8, 16], Wh: [4, 16], b: [16] init normal(0.1)\n \
+         e = x |> embedding(8)\n \
+         h, c = recur t in 0..6 from zeros([B, 4]), zeros([B, 4]) stateful truncate 2 {\n \
+           i, f, g, o = split(e[t] @ Wx + h[t-1] @ Wh + b, 4)\n \
+           c2 = sigmoid(f) * c[t-1] + sigmoid(i) * tanh(g)\n \
+           sigmoid(o) * tanh(c2), c2\n }\n \
+         loss = cross_entropy(h |> dense(7), y) }\n \
+         train m { optimizer adamw(lr: 0.01, amsgrad: true)  schedule [warmup(steps: 2), cosine(steps: 5)] }",
+        3,
+        5,
+        1e-4,
+    );
+}
+
+#[test]
+fn concat_split_transpose_and_reductions() {
+    compare(
+        "model m { input x: [B, 4, 6]  labels y: [B, 4]\n \
+         a, b = split(x, 2)\n c = concat(b, a, axis: 2) |> transpose\n \
+         d = mean(c, axis: 1) + sum(c, axis: 1) * 0.5 - max(c, axis: 1)\n \
+         e = slice(x, 1, 5) |> softmax\n \
+         loss = mse(d |> dense(4), y) + mean(e * e) }\n \
+         train m { optimizer nesterov(lr: 0.05, momentum: 0.8)  clip value(0.1) }",
+        3,
+        3,
+        1e-4,
+    );
+}
