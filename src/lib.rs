@@ -8,6 +8,7 @@
 //! assert_eq!(checked.models[0].param_count(), 4 * 8 + 8 + 8 * 3 + 3);
 //! ```
 
+pub mod bench;
 pub mod diag;
 pub mod frontend;
 pub mod gradcheck;

@@ -70,6 +70,32 @@ enum Command {
         #[command(flatten)]
         limits: Limits,
     },
+    /// Time the compiled training step: compile time, step time, GFLOP/s,
+    /// percent of the machine's peak and memory, on random data.
+    ///
+    /// Example: nnc bench examples/lenet.nn --batch 64 --threads 1
+    Bench {
+        file: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// Batch size (default: the train block's, or 32).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed steps.
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        limits: Limits,
+    },
     /// List the built-in layers and functions with their arguments.
     ///
     /// Example: nnc layers
@@ -179,6 +205,91 @@ fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Bench {
+            file,
+            model,
+            batch,
+            threads,
+            steps,
+            warmup,
+            json,
+            limits,
+        } => {
+            let Some(c) = load(&file, &limits.options(false), color)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let m = pick(&c, model.as_deref(), &file)?;
+            let cfg = m.train.clone().unwrap_or_else(|| {
+                nnc::ir::train::TrainConfig::new(m.name.clone(), Default::default())
+            });
+            let batch = batch
+                .unwrap_or(if m.train.is_some() { cfg.batch } else { 32 })
+                .max(1);
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1);
+            let recipe = nnc::runtime::reference_trainer::Recipe {
+                optimizer: cfg.optimizer.clone(),
+                schedule: cfg.schedule.clone(),
+                clip: cfg.clip.clone(),
+                total_steps: 1_000_000,
+                seed: cfg.seed,
+            };
+            let r = nnc::bench::bench(m, recipe, batch, threads, warmup, steps)
+                .map_err(|e| e.to_string())?;
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            if json {
+                println!(
+                    "{{\"model\":\"{}\",\"batch\":{},\"threads\":{},\"compile_ms\":{:.2},\"median_ms\":{:.4},\"min_ms\":{:.4},\"max_ms\":{:.4},\"gflops\":{:.2},\"peak_fraction\":{:.4},\"memory_bytes\":{},\"naive_bytes\":{}}}",
+                    r.model,
+                    r.batch,
+                    r.threads,
+                    ms(r.compile),
+                    ms(r.median),
+                    ms(r.min),
+                    ms(r.max),
+                    r.gflops(),
+                    r.peak_fraction(),
+                    r.memory(),
+                    r.naive_bytes + r.param_bytes + r.state_bytes
+                );
+            } else {
+                println!(
+                    "model {} — batch {}, {} thread(s)",
+                    r.model, r.batch, r.threads
+                );
+                println!(
+                    "  compile      {:>10.1} ms ({} kernels)",
+                    ms(r.compile),
+                    r.kernels
+                );
+                println!(
+                    "  step median  {:>10.3} ms  (min {:.3}, max {:.3}, {} steps)",
+                    ms(r.median),
+                    ms(r.min),
+                    ms(r.max),
+                    r.steps
+                );
+                println!(
+                    "  throughput   {:>10.2} GFLOP/s ({:.1} % of {:.0} GFLOP/s peak)",
+                    r.gflops(),
+                    100.0 * r.peak_fraction(),
+                    nnc::bench::PEAK_GFLOPS_PER_CORE * r.threads as f64
+                );
+                println!("  work         {:>10.1} MFLOP per step", r.flops / 1e6);
+                println!(
+                    "  memory       {:>10} (arena {}, parameters {}, state {}); without reuse {}",
+                    nnc::ir::lower::human_bytes(r.memory() as u128),
+                    nnc::ir::lower::human_bytes(r.arena_bytes as u128),
+                    nnc::ir::lower::human_bytes(r.param_bytes as u128),
+                    nnc::ir::lower::human_bytes(r.state_bytes as u128),
+                    nnc::ir::lower::human_bytes(
+                        (r.naive_bytes + r.param_bytes + r.state_bytes) as u128
+                    )
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Layers => {
             print!("{}", nnc::ir::lower::builtin_reference());
