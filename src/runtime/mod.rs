@@ -1,5 +1,6 @@
 //! Running models: data, parameters, checkpoints, training.
 
+pub mod checkpoint;
 pub mod data;
 pub mod executable;
 pub mod jit_trainer;
