@@ -28,7 +28,19 @@ pub struct FsLoader;
 
 impl Loader for FsLoader {
     fn load(&self, path: &Path) -> std::io::Result<String> {
-        let bytes = std::fs::read(path)?;
+        use std::io::Read;
+        // Read at most one byte past the limit: `use "/dev/zero"` must end
+        // in an error, not fill the memory.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(MAX_FILE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() > MAX_FILE_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the file is larger than {} MiB", MAX_FILE_BYTES >> 20),
+            ));
+        }
         String::from_utf8(bytes).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -84,9 +96,13 @@ impl Program {
                         queue.push((uid, target));
                     }
                     Err(e) => diags.push(
-                        Diagnostic::error(u.span, format!("cannot read `{}`: {e}", u.path))
-                            .label("imported here")
-                            .note(format!("looked for {}", target.display())),
+                        Diagnostic::error(
+                            u.span,
+                            format!("cannot read `{}`: {}", u.path, io_reason(&e)),
+                        )
+                        .label("imported here")
+                        .note(format!("looked for {}", target.display()))
+                        .help("paths in `use` are relative to the file that imports them"),
                     ),
                 }
             }
@@ -101,6 +117,23 @@ impl Program {
             .iter()
             .find(|(id, _)| *id == FileId(0))
             .map(|(_, f)| f)
+    }
+}
+
+/// Why a file could not be read, in words (no OS error numbers).
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => "there is no such file".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::IsADirectory => "it is a directory".into(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            }
+        }
     }
 }
 
