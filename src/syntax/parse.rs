@@ -60,9 +60,11 @@ pub fn parse_file(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
         };
         vec![syntax_error(file, text, e, attempts)]
     })?;
+    let comments = comment_ranges(text);
     let mut b = Builder {
         file,
         errors: Vec::new(),
+        comments: &comments,
     };
     let mut out = File::default();
     for pair in pairs.into_iter().flat_map(|p| p.into_inner()) {
@@ -124,9 +126,11 @@ fn check_nesting(file: FileId, text: &str) -> Option<Diagnostic> {
     None
 }
 
-struct Builder {
+struct Builder<'c> {
     file: FileId,
     errors: Vec<Diagnostic>,
+    /// The file's comments, to keep them out of spans.
+    comments: &'c [(usize, usize)],
 }
 
 /// Child pairs of a rule, in order.
@@ -134,13 +138,28 @@ fn kids(pair: Pair<'_, Rule>) -> Pairs<'_, Rule> {
     pair.into_inner()
 }
 
-impl Builder {
+impl Builder<'_> {
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
         // A rule that ends in an optional part (`if ... { } else { }`) also
-        // covers the whitespace pest skipped looking for it: leave it out.
-        let text = trim_trivia(pair.as_str());
-        Span::new(self.file, s.start(), s.start() + text.len())
+        // covers the whitespace and comments pest skipped looking for it:
+        // leave them out.
+        let text = pair.as_str();
+        let mut len = text.len();
+        loop {
+            len = text[..len]
+                .trim_end_matches([' ', '\t', '\r', '\n', ';'])
+                .len();
+            let end = s.start() + len;
+            let i = self.comments.partition_point(|&(start, _)| start < end);
+            match i.checked_sub(1).map(|i| self.comments[i]) {
+                Some((start, stop)) if end <= stop && start >= s.start() => {
+                    len = start - s.start();
+                }
+                _ => break,
+            }
+        }
+        Span::new(self.file, s.start(), s.start() + len)
     }
 
     fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
@@ -333,6 +352,7 @@ impl Builder {
         let builder = std::cell::RefCell::new(Builder {
             file,
             errors: Vec::new(),
+            comments: self.comments,
         });
         let out = PRATT
             .map_primary(|p| builder.borrow_mut().term(p))
@@ -655,39 +675,36 @@ fn expr_depth(e: &Expr) -> usize {
     best
 }
 
-/// `text` without trailing whitespace, `;` and comments.
-fn trim_trivia(text: &str) -> &str {
-    let mut t = text;
-    loop {
-        t = t.trim_end_matches([' ', '\t', '\r', '\n', ';']);
-        let line_start = t.rfind('\n').map_or(0, |i| i + 1);
-        match comment_start(&t[line_start..]) {
-            Some(i) => t = &t[..line_start + i],
-            None => return t,
-        }
-    }
-}
-
-/// Where a comment starts in one line, outside strings.
-fn comment_start(line: &str) -> Option<usize> {
+/// Byte ranges of the comments of a file, in order.
+fn comment_ranges(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
     let mut in_string = false;
     let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        if in_string {
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        if let Some(s) = start {
+            if c == '\n' {
+                out.push((s, i));
+                start = None;
+            }
+        } else if in_string {
             if escaped {
                 escaped = false;
             } else if c == '\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if c == '"' || c == '\n' {
                 in_string = false;
             }
         } else if c == '"' {
             in_string = true;
         } else if c == '#' {
-            return Some(i);
+            start = Some(i);
         }
     }
-    None
+    if let Some(s) = start {
+        out.push((s, text.len()));
+    }
+    out
 }
 
 fn decl_items(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
