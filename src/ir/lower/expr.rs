@@ -438,6 +438,9 @@ impl<'p> Lowerer<'p, '_> {
         mut inputs: Vec<TRef>,
         span: Span,
     ) -> Value<'p> {
+        if !self.spend(span) {
+            return Value::Poison;
+        }
         let mut config = Vec::new();
         // Elementwise functions take numbers where tensors go: `maximum(x, 0)`.
         let numbers_are_tensors =
@@ -1011,8 +1014,21 @@ impl<'p> Lowerer<'p, '_> {
         .label("unsupported operands");
         if op == BinOp::MatMul {
             d = d.help("`@` multiplies two tensors; scale by a number with `*`");
-        } else if matches!(a, Layer(_)) || matches!(b, Layer(_)) {
-            d = d.help("apply the layer to a tensor first, e.g. `x |> dense(10)`");
+        } else if let (Layer(c), other) | (other, Layer(c)) = (&a, &b) {
+            let layer = match &c.kind {
+                CallableKind::Builtin(b) => b.name.to_string(),
+                CallableKind::Block(def) => def.name.name.clone(),
+                _ => "layer".to_string(),
+            };
+            let sym = op.symbol();
+            let rhs = match other {
+                Int(i) => i.to_string(),
+                Float(f) => f.to_string(),
+                _ => "y".to_string(),
+            };
+            d = d.help(format!(
+                "apply the layer to a tensor first; `|>` binds more loosely than `{sym}`, so `x |> {layer} {sym} {rhs}` means `x |> ({layer} {sym} {rhs})`: write `(x |> {layer}) {sym} {rhs}`"
+            ));
         }
         self.error(d);
         Poison

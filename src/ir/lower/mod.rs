@@ -57,6 +57,10 @@ impl Default for LowerOptions {
 
 /// Blocks are expanded inline; a block that calls itself deeper than this is refused.
 const MAX_BLOCK_DEPTH: usize = 64;
+/// Most layer applications and operations one model may take to build: far
+/// beyond any real network, and it keeps `repeat 10000 { repeat 10000 { .. } }`
+/// from running for minutes.
+const MAX_WORK: usize = 1 << 18;
 /// Largest number of elements one tensor may have per batch item.
 const MAX_ELEMENTS: usize = 1 << 40;
 
@@ -127,6 +131,9 @@ pub fn lower_model<'p>(
     if !l.diags.iter().any(Diagnostic::is_error) {
         l.diags.append(&mut l.unused);
     }
+    for d in &mut l.diags {
+        shorten_block_trace(d);
+    }
     (l.model, l.diags)
 }
 
@@ -179,6 +186,10 @@ pub(crate) struct Lowerer<'p, 'b> {
     /// input of another shape is reported at the second application.
     apply_site: Option<Span>,
     param_sites: HashMap<String, Span>,
+    /// Layer applications and operations so far (see [`MAX_WORK`]), and
+    /// whether going past it has been reported.
+    work: usize,
+    over_budget: bool,
 }
 
 impl<'p, 'b> Lowerer<'p, 'b> {
@@ -215,11 +226,34 @@ impl<'p, 'b> Lowerer<'p, 'b> {
             unused: Vec::new(),
             apply_site: None,
             param_sites: HashMap::new(),
+            work: 0,
+            over_budget: false,
         }
     }
 
     fn error(&mut self, d: Diagnostic) {
         self.diags.push(d);
+    }
+
+    /// Counts one layer application; `false` (reported once) when the model
+    /// has grown past [`MAX_WORK`].
+    fn spend(&mut self, span: Span) -> bool {
+        self.work += 1;
+        if self.work <= MAX_WORK {
+            return true;
+        }
+        if !self.over_budget {
+            self.over_budget = true;
+            self.error(
+                Diagnostic::error(
+                    span,
+                    format!("the model grows past {MAX_WORK} layers and operations here"),
+                )
+                .label("too large to build")
+                .help("check the counts of `repeat` and blocks that use other blocks"),
+            );
+        }
+        false
     }
 
     fn warn_once(&mut self, d: Diagnostic) {
@@ -327,6 +361,7 @@ impl<'p, 'b> Lowerer<'p, 'b> {
     /// Adds an op node, inferring its type. Shape errors are reported here with
     /// the op's span and the origins of the inputs to blame.
     pub(crate) fn add(&mut self, op: Op, inputs: &[TRef], span: Span) -> TRef {
+        self.work += 1;
         let inputs: Vec<TRef> = inputs.iter().map(|&t| self.import(t)).collect();
         let depth = self.depth();
         let ty = {
@@ -1141,6 +1176,31 @@ impl<'p, 'b> Lowerer<'p, 'b> {
             ));
         }
     }
+}
+
+/// An error deep inside nested blocks carries one "in this use of" label per
+/// level; past a few, keep the outermost two and the innermost two.
+fn shorten_block_trace(d: &mut Diagnostic) {
+    const KEEP: usize = 2;
+    let is_use = |l: &crate::diag::Label| l.message.starts_with("in this use of `");
+    let uses: Vec<usize> = (0..d.secondary.len())
+        .filter(|&i| is_use(&d.secondary[i]))
+        .collect();
+    if uses.len() <= 2 * KEEP + 1 {
+        return;
+    }
+    let dropped: Vec<usize> = uses[KEEP..uses.len() - KEEP].to_vec();
+    let mut i = 0;
+    d.secondary.retain(|_| {
+        let keep = !dropped.contains(&i);
+        i += 1;
+        keep
+    });
+    d.notes.push(format!(
+        "the error is {} block uses deep; {} of them are not shown",
+        uses.len(),
+        dropped.len()
+    ));
 }
 
 /// The spans of the items of a list expression (`[B, 784]`).

@@ -205,18 +205,35 @@ fn conv2d<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
 /// Per-axis sizes of argument `name`, or an error if the list has the wrong length.
 fn sizes(l: &mut Lowerer<'_, '_>, a: &Apply<'_>, name: &str, nd: usize) -> Option<Vec<usize>> {
     let v = a.args.sizes(name, nd);
-    if v.is_none() {
-        let span = a.args.span(name).unwrap_or(a.span);
-        l.error(
-            Diagnostic::error(
-                span,
-                format!("`{name}` needs {nd} size(s), one per spatial axis"),
-            )
-            .label("wrong number of sizes"),
-        );
+    let span = a.args.span(name).unwrap_or(a.span);
+    match v {
+        None => {
+            l.error(
+                Diagnostic::error(
+                    span,
+                    format!("`{name}` needs {nd} size(s), one per spatial axis"),
+                )
+                .label("wrong number of sizes"),
+            );
+            None
+        }
+        Some(v) if v.iter().any(|&n| n > MAX_WINDOW) => {
+            l.error(
+                Diagnostic::error(
+                    span,
+                    format!("`{name}` is larger than {MAX_WINDOW}, far more than any input"),
+                )
+                .label("too large"),
+            );
+            None
+        }
+        Some(v) => Some(v),
     }
-    v
 }
+
+/// Largest kernel, stride, dilation or padding accepted: window arithmetic
+/// stays far from overflow, and no real input is this long.
+const MAX_WINDOW: usize = 1 << 24;
 
 /// Padding per axis; "same" keeps the size at stride 1.
 fn padding(
@@ -332,7 +349,10 @@ fn conv<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>, nd: usize) -> Value<'p> {
     let Some(pad) = padding(l, a, nd, &kernel, &dilation, &stride) else {
         return Value::Poison;
     };
-    let fan_in = (c / groups) * kernel.iter().product::<usize>();
+    let fan_in = kernel
+        .iter()
+        .fold(c / groups, |acc, &k| acc.saturating_mul(k))
+        .max(1);
     let bound = 1.0 / (fan_in as f64).sqrt();
     let mut wshape = vec![filters, c / groups];
     wshape.extend(&kernel);

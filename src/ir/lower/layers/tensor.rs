@@ -232,10 +232,14 @@ fn reshape<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
             return Value::Poison;
         }
     };
-    let total: Option<usize> = s.0[1..]
-        .iter()
-        .try_fold(1usize, |acc, d| d.known().and_then(|n| acc.checked_mul(n)));
-    let Some(total) = total.filter(|_| s.0.first().is_some_and(|d| d.batch)) else {
+    let total: Option<usize> =
+        s.0.split_first()
+            .filter(|(first, _)| first.batch)
+            .and_then(|(_, rest)| {
+                rest.iter()
+                    .try_fold(1usize, |acc, d| d.known().and_then(|n| acc.checked_mul(n)))
+            });
+    let Some(total) = total else {
         l.error(
             Diagnostic::error(
                 a.span,
@@ -256,11 +260,18 @@ fn reshape<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
         );
         return Value::Poison;
     }
-    let known: usize = items
+    let Some(known) = items
         .iter()
         .filter(|&&i| i > 0)
-        .map(|&i| i as usize)
-        .product();
+        .try_fold(1usize, |acc, &i| acc.checked_mul(i as usize))
+    else {
+        l.error(
+            Diagnostic::error(span, "this shape has far too many elements")
+                .label("too large")
+                .with(l.span_of(x(a)), l.origin_label(x(a))),
+        );
+        return Value::Poison;
+    };
     let mut dims = vec![s.0[0]];
     for &i in &items {
         if i == -1 {
