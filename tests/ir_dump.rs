@@ -13,7 +13,10 @@ fn models_lower_to_their_expected_ir() {
     golden::run("tests/ir", "ir", |name, text| {
         let checked = check_source(name, text, &FsLoader, &Default::default());
         if checked.has_errors() {
-            return Err(format!("does not check:\n{}", checked.report().render(false)));
+            return Err(format!(
+                "does not check:\n{}",
+                checked.report().render(false)
+            ));
         }
         let dumps: Vec<String> = checked.models.iter().map(dump).collect();
         Ok(dumps.join("\n"))
