@@ -7,6 +7,7 @@ pub mod jit_trainer;
 pub mod params;
 pub mod reference_trainer;
 pub mod schedule;
+pub mod session;
 
 /// The thread pool compiled code runs on, one per thread count, made once;
 /// `None` when threads cannot be started (the caller's thread runs alone).
