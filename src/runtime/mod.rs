@@ -8,6 +8,8 @@ pub mod params;
 pub mod reference_trainer;
 pub mod schedule;
 pub mod session;
+pub mod source;
+pub mod train;
 
 /// The thread pool compiled code runs on, one per thread count, made once;
 /// `None` when threads cannot be started (the caller's thread runs alone).
