@@ -102,19 +102,16 @@ pub fn infer(op: &Op, inputs: &[&TensorType], input_ops: &[&Op]) -> Result<Tenso
             arity(2)?;
             float(inputs[0], 0)?;
             float(inputs[1], 1)?;
-            let shape = broadcast(&inputs[0].shape, &inputs[1].shape).map_err(|_| {
+            let shape = broadcast(&inputs[0].shape, &inputs[1].shape).ok_or_else(|| {
                 ShapeError::new(format!(
                     "cannot {} tensors of shapes {} and {}",
                     binary_verb(*b),
                     inputs[0].shape,
                     inputs[1].shape
                 ))
-                .label(format!(
-                    "{} and {} do not broadcast",
-                    inputs[0].shape, inputs[1].shape
-                ))
+                .label(broadcast_conflict(&inputs[0].shape, &inputs[1].shape))
                 .blame(&[0, 1])
-                .help("shapes broadcast when, from the right, each pair of dimensions is equal or one of them is 1")
+                .help("shapes must be equal or broadcast (from the right, each pair of dimensions equal or one of them 1); to join tensors of different sizes use `concat`, or project one with `dense` or a 1x1 `conv2d`")
             })?;
             Ok(TensorType::f32(shape))
         }
@@ -125,11 +122,12 @@ pub fn infer(op: &Op, inputs: &[&TensorType], input_ops: &[&Op]) -> Result<Tenso
             }
             let s = broadcast(&inputs[0].shape, &inputs[1].shape)
                 .and_then(|s| broadcast(&s, &inputs[2].shape))
-                .map_err(|_| {
+                .ok_or_else(|| {
                     ShapeError::new(format!(
                         "cannot select between {} and {} with a condition of shape {}",
                         inputs[1].shape, inputs[2].shape, inputs[0].shape
                     ))
+                    .label("the shapes do not broadcast")
                     .blame(&[0, 1, 2])
                 })?;
             Ok(TensorType::f32(s))
@@ -164,7 +162,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType], input_ops: &[&Op]) -> Result<Tenso
         Op::Expand { shape } => {
             arity(1)?;
             match broadcast(&inputs[0].shape, shape) {
-                Ok(s) if &s == shape => Ok(TensorType {
+                Some(s) if &s == shape => Ok(TensorType {
                     dtype: inputs[0].dtype,
                     shape: shape.clone(),
                 }),
@@ -346,7 +344,7 @@ fn float(t: &TensorType, i: usize) -> Result<()> {
         Ok(())
     } else {
         Err(ShapeError::new("class indices cannot be used as numbers")
-            .label("class indices")
+            .label("needs numbers, not class indices")
             .blame(&[i])
             .help("turn them into vectors with `one_hot(x)` or `embedding(dim)`"))
     }
@@ -370,7 +368,7 @@ fn fixed_axis(s: &Shape, axis: usize, what: &str) -> Result<usize> {
 }
 
 /// NumPy broadcasting: align from the right; each pair equal, or one of them 1.
-pub fn broadcast(a: &Shape, b: &Shape) -> std::result::Result<Shape, ()> {
+pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
     let r = a.rank().max(b.rank());
     let mut dims = vec![Dim::fixed(1); r];
     for (i, out) in dims.iter_mut().enumerate() {
@@ -381,10 +379,28 @@ pub fn broadcast(a: &Shape, b: &Shape) -> std::result::Result<Shape, ()> {
             (Some(x), Some(y)) if x == y => x,
             (Some(x), Some(y)) if y == Dim::fixed(1) => x,
             (Some(x), Some(y)) if x == Dim::fixed(1) => y,
-            _ => return Err(()),
+            _ => return None,
         };
     }
-    Ok(Shape(dims))
+    Some(Shape(dims))
+}
+
+/// Where two shapes fail to broadcast, in words: "their last dimensions
+/// differ (256 vs 128)".
+fn broadcast_conflict(a: &Shape, b: &Shape) -> String {
+    let r = a.rank().min(b.rank());
+    for k in 1..=r {
+        let (x, y) = (a.0[a.rank() - k], b.0[b.rank() - k]);
+        if x != y && x != Dim::fixed(1) && y != Dim::fixed(1) {
+            let which = match k {
+                1 => "last dimensions".to_string(),
+                2 => "second-to-last dimensions".to_string(),
+                _ => format!("dimensions {} from the right", k),
+            };
+            return format!("their {which} differ ({x} vs {y})");
+        }
+    }
+    format!("{a} and {b} do not broadcast")
 }
 
 fn concat(axis: usize, inputs: &[&TensorType]) -> Result<TensorType> {
@@ -463,7 +479,7 @@ fn matmul(ta: bool, tb: bool, inputs: &[&TensorType]) -> Result<TensorType> {
         &Shape(a.0[..ra - 2].to_vec()),
         &Shape(b.0[..rb - 2].to_vec()),
     )
-    .map_err(|_| {
+    .ok_or_else(|| {
         ShapeError::new(format!(
             "cannot multiply {a} by {b}: their leading dimensions do not broadcast"
         ))

@@ -320,6 +320,7 @@ pub fn signature_help(what: &str, sig: &[P]) -> String {
             Default::Required => p.name.to_string(),
             Default::Optional => format!("{}: ...", p.name),
             Default::Int(i) => format!("{}: {i}", p.name),
+            Default::Num(x) if x != 0.0 && x.abs() < 1e-3 => format!("{}: {x:e}", p.name),
             Default::Num(x) => format!("{}: {x}", p.name),
             Default::Bool(b) => format!("{}: {b}", p.name),
             Default::Str(s) => format!("{}: {s:?}", p.name),

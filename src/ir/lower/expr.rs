@@ -115,6 +115,16 @@ impl<'p> Lowerer<'p, '_> {
 
     /// A name: a local, a block, or a built-in.
     fn resolve(&mut self, name: &str, span: Span) -> Value<'p> {
+        self.resolve_as(name, span, false)
+    }
+
+    /// A name where a layer is expected (after `|>`, or called): an unknown
+    /// one is reported as an unknown layer.
+    fn resolve_layer(&mut self, name: &str, span: Span) -> Value<'p> {
+        self.resolve_as(name, span, true)
+    }
+
+    fn resolve_as(&mut self, name: &str, span: Span, layer: bool) -> Value<'p> {
         if let Some(v) = self.lookup(name) {
             return v;
         }
@@ -127,8 +137,37 @@ impl<'p> Lowerer<'p, '_> {
         if let Some(b) = layers::find(name) {
             return Value::Layer(Rc::new(Callable::new(CallableKind::Builtin(b), span)));
         }
-        self.unknown_name(name, span);
+        if layer {
+            self.unknown_layer(name, span);
+        } else {
+            self.unknown_name(name, span);
+        }
         Value::Poison
+    }
+
+    fn unknown_layer(&mut self, name: &str, span: Span) {
+        if self.explain_undefined(name, span) {
+            return;
+        }
+        let mut known: Vec<String> = self
+            .env
+            .vars
+            .iter()
+            .filter(|(_, b)| matches!(b.value, Value::Layer(_)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        known.extend(self.blocks.names().map(str::to_string));
+        known.extend(layers::builtin_names().map(str::to_string));
+        let mut d = Diagnostic::error(
+            span,
+            format!("there is no layer, block or function called `{name}`"),
+        )
+        .label("unknown layer or function");
+        d = match args::suggest(name, known.iter().map(String::as_str)) {
+            Some(s) => d.help(format!("did you mean `{s}`?")),
+            None => d.help("`nnc layers` lists the built-in layers and functions"),
+        };
+        self.error(d);
     }
 
     /// Evaluates a body in a copy of the current scope: its names stay inside.
@@ -214,23 +253,32 @@ impl<'p> Lowerer<'p, '_> {
                     e.span,
                 )))
             }
+            ExprKind::Name(n) => match self.resolve_layer(n, e.span) {
+                Value::Layer(c) => Some(c),
+                Value::Poison => None,
+                other => self.not_a_layer(e, other),
+            },
             _ => match self.eval(e) {
                 Value::Layer(c) => Some(c),
                 Value::Poison => None,
-                other => {
-                    let mut d = Diagnostic::error(
-                        e.span,
-                        format!("only a layer can follow `|>`, but this is {}", other.kind()),
-                    )
-                    .label("not a layer");
-                    if matches!(other, Value::Tensor(_)) {
-                        d = d.help("to combine two tensors use an operator such as `+`, or a layer such as `concat(a, b)`");
-                    }
-                    self.error(d);
-                    None
-                }
+                other => self.not_a_layer(e, other),
             },
         }
+    }
+
+    fn not_a_layer(&mut self, e: &ast::Expr, v: Value<'p>) -> Option<Rc<Callable<'p>>> {
+        let mut d = Diagnostic::error(
+            e.span,
+            format!("only a layer can follow `|>`, but this is {}", v.kind()),
+        )
+        .label("not a layer");
+        if matches!(v, Value::Tensor(_)) {
+            d = d.help(
+                "to combine two tensors use an operator such as `+`, or a layer such as `concat(a, b)`",
+            );
+        }
+        self.error(d);
+        None
     }
 
     fn repeat_callable(&mut self, r: &'p ast::Repeat, span: Span) -> Option<Rc<Callable<'p>>> {
@@ -340,7 +388,11 @@ impl<'p> Lowerer<'p, '_> {
     }
 
     fn call(&mut self, callee: &'p ast::Expr, args: &'p [ast::Arg], span: Span) -> Value<'p> {
-        let c = match self.eval(callee) {
+        let f = match &callee.kind {
+            ExprKind::Name(n) => self.resolve_layer(n, callee.span),
+            _ => self.eval(callee),
+        };
+        let c = match f {
             Value::Layer(c) => c,
             Value::Poison => return Value::Poison,
             other => {
@@ -722,6 +774,7 @@ impl<'p> Lowerer<'p, '_> {
                 )
                 .label("too deep")
                 .with(def.name.span, format!("`{name}` is defined here"))
+                .help(format!("blocks may use other blocks up to {MAX_BLOCK_DEPTH} levels deep; to stack many layers, use `repeat`"))
             };
             self.error(d);
             return Value::Poison;
@@ -739,7 +792,15 @@ impl<'p> Lowerer<'p, '_> {
                     ),
                 )
                 .label("wrong number of tensors")
-                .with(def.name.span, "defined here"),
+                .with(def.name.span, "defined here")
+                .help(match names.as_slice() {
+                    [one] => format!("feed it one tensor: `{one} |> {name}(...)`"),
+                    many => format!(
+                        "feed it {} tensors, in order: `({}) |> {name}(...)`",
+                        many.len(),
+                        many.join(", ")
+                    ),
+                }),
             );
             return Value::Poison;
         }

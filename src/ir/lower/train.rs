@@ -125,18 +125,19 @@ pub fn lower(t: &ast::TrainDef, diags: &mut Vec<Diagnostic>) -> Option<TrainConf
                 Lit::Value(x) if x.as_int().is_some_and(|i| i >= 0) => {
                     cfg.seed = x.as_int().unwrap_or(0) as u64
                 }
-                _ => expected(span, "seed", "a whole number of at least 0", diags),
+                _ => expected(span, "seed", "a whole number of at least 0", &v, diags),
             },
             "data" => cfg.data = data_source(v, span, diags),
             "validation" => {
                 cfg.validation = match v {
-                    Lit::Value(x) => match x.as_f64() {
+                    Lit::Value(ref x) => match x.as_f64() {
                         Some(f) if f > 0.0 && f < 1.0 => Some(Validation::Split(f)),
                         _ => {
                             expected(
                                 span,
                                 "validation",
                                 "a fraction between 0 and 1, or a data source",
+                                &v,
                                 diags,
                             );
                             None
@@ -177,9 +178,14 @@ fn list(v: Lit, span: Span) -> Vec<(Lit, Span)> {
     }
 }
 
-fn expected(span: Span, what: &str, kind: &str, diags: &mut Vec<Diagnostic>) {
+fn expected(span: Span, what: &str, kind: &str, got: &Lit, diags: &mut Vec<Diagnostic>) {
+    let got = match got {
+        Lit::Value(v) => format!(", not `{v}`"),
+        Lit::Call(name, _) => format!(", not `{}`", name.name),
+        Lit::List(_) => ", not a list".to_string(),
+    };
     diags.push(
-        Diagnostic::error(span, format!("`{what}` must be {kind}"))
+        Diagnostic::error(span, format!("`{what}` must be {kind}{got}"))
             .label(format!("expected {kind}")),
     );
 }
@@ -188,7 +194,7 @@ fn count(v: &Lit, span: Span, what: &str, diags: &mut Vec<Diagnostic>) -> Option
     match v {
         Lit::Value(x) if x.as_int().is_some_and(|i| i >= 1) => x.as_int().map(|i| i as usize),
         _ => {
-            expected(span, what, "a whole number of at least 1", diags);
+            expected(span, what, "a whole number of at least 1", v, diags);
             None
         }
     }
