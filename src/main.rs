@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli;
+
 use nnc::frontend::{self, Checked};
 use nnc::ir::lower::LowerOptions;
 
@@ -21,6 +23,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a model on its data with a progress bar; checkpoints every epoch.
+    ///
+    /// Example: nnc train examples/lenet.nn --epochs 3 --plot curves.png
+    Train(cli::train::TrainArgs),
+    /// Loss, accuracy and confusion matrix of trained weights.
+    ///
+    /// Example: nnc eval examples/lenet.nn --weights lenet.safetensors
+    Eval(cli::eval::EvalArgs),
+    /// Classes and probabilities for images, CSV rows or arrays.
+    ///
+    /// Example: nnc predict examples/lenet.nn --weights lenet.safetensors digit.png
+    Predict(cli::predict::PredictArgs),
+    /// Generate text with a trained character model.
+    ///
+    /// Example: nnc sample examples/char_rnn.nn --weights char_rnn.safetensors --prime "ROMEO:"
+    Sample(cli::sample::SampleArgs),
+    /// Check every parameter's gradient against finite differences (f64);
+    /// exit status 1 if any is off by more than the tolerance.
+    ///
+    /// Example: nnc gradcheck examples/mlp_digits.nn
+    Gradcheck(cli::gradcheck::GradcheckArgs),
     /// Parse and shape-check files; errors point at the source.
     ///
     /// Exit status: 0 when every file is valid, 1 when any has an error,
@@ -173,6 +196,11 @@ fn pick<'a>(
 
 fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
     match cmd {
+        Command::Train(a) => cli::train::run(a, color),
+        Command::Eval(a) => cli::eval::run(a, color),
+        Command::Predict(a) => cli::predict::run(a, color),
+        Command::Sample(a) => cli::sample::run(a, color),
+        Command::Gradcheck(a) => cli::gradcheck::run(a, color),
         Command::Check { files, limits, .. } => {
             let opts = limits.options(false);
             let mut any_invalid = false;

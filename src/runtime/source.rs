@@ -227,28 +227,7 @@ pub fn load(
 ) -> Result<Splits, String> {
     let cfg = model.train.as_ref();
     let seed = cfg.map_or(0, |c| c.seed);
-    let (all, path, description) = match spec {
-        Some(DataSpec::Synthetic(n)) => {
-            let d = synthetic(model, *n, seed)?;
-            (d, PathBuf::from("synthetic"), format!("synthetic({n})"))
-        }
-        Some(spec) => {
-            let src = spec.source(model).ok_or("no data source")?;
-            let cwd = PathBuf::from(".");
-            let (d, p) = read(&src, &cwd, vocab)?;
-            (d, p, describe(&src))
-        }
-        None => {
-            let src = cfg.and_then(|c| c.data.as_ref()).ok_or_else(|| {
-                format!(
-                    "the model `{}` has no training data: add `data ...` to its train block, or give --data (e.g. --data synthetic)",
-                    model.name
-                )
-            })?;
-            let (d, p) = read(src, base, vocab)?;
-            (d, p, describe(src))
-        }
-    };
+    let (all, path, description) = read_all(model, base, spec, vocab)?;
     let is_text = all.vocab.is_some();
     let (train, validation) = match cfg.and_then(|c| c.validation.as_ref()) {
         None => (all, None),
@@ -276,6 +255,40 @@ pub fn load(
         train,
         validation,
         description,
+    })
+}
+
+/// Reads a model's data (as [`load`]) without splitting or fitting it:
+/// the data set, the file it came from and a description.
+pub fn read_all(
+    model: &Model,
+    base: &Path,
+    spec: Option<&DataSpec>,
+    vocab: Option<&[char]>,
+) -> Result<(Dataset, PathBuf, String), String> {
+    let cfg = model.train.as_ref();
+    let seed = cfg.map_or(0, |c| c.seed);
+    Ok(match spec {
+        Some(DataSpec::Synthetic(n)) => {
+            let d = synthetic(model, *n, seed)?;
+            (d, PathBuf::from("synthetic"), format!("synthetic({n})"))
+        }
+        Some(spec) => {
+            let src = spec.source(model).ok_or("no data source")?;
+            let cwd = PathBuf::from(".");
+            let (d, p) = read(&src, &cwd, vocab)?;
+            (d, p, describe(&src))
+        }
+        None => {
+            let src = cfg.and_then(|c| c.data.as_ref()).ok_or_else(|| {
+                format!(
+                    "the model `{}` has no training data: add `data ...` to its train block, or give --data (e.g. --data synthetic)",
+                    model.name
+                )
+            })?;
+            let (d, p) = read(src, base, vocab)?;
+            (d, p, describe(src))
+        }
     })
 }
 
