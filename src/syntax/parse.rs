@@ -48,13 +48,18 @@ pub fn parse_file(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
     }
     let pairs = NnParser::parse(Rule::file, text).map_err(|e| {
         // Parse again with pest's detailed tracking, which names the literal
-        // tokens (`)`, `}`) it expected. The switch is process-wide and is
-        // left on: turning it off could race with another thread's reparse
-        // and make its message depend on timing.
+        // tokens (`)`, `}`) it expected. The switch is process-wide: the lock
+        // keeps another thread's reparse from finding it off, and a plain
+        // parse that finds it on is only slower, not different.
         let attempts = || {
+            static DETAIL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _guard = DETAIL
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             pest::set_error_detail(true);
-            let e = NnParser::parse(Rule::file, text).err()?;
-            let a = e.parse_attempts()?;
+            let again = NnParser::parse(Rule::file, text);
+            pest::set_error_detail(false);
+            let a = again.err()?.parse_attempts()?;
             let tokens = a.expected_tokens().iter().map(|t| t.to_string()).collect();
             Some((a.max_position, tokens))
         };
