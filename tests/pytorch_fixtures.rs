@@ -45,9 +45,9 @@ use ndarray::{ArrayD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
 
 use nnc::frontend::check_source;
-use nnc::ir::Model;
 use nnc::ir::lower::LowerOptions;
 use nnc::ir::train::Optimizer;
+use nnc::ir::{Init, Model};
 use nnc::reference::Real;
 use nnc::runtime::reference_trainer::{Recipe, ReferenceTrainer};
 use nnc::runtime::schedule::lr_at;
@@ -443,6 +443,70 @@ fn check_case(case: &str) {
     );
 }
 
+/// nnc's default initialisation of every layer parameter of a case is the
+/// law PyTorch draws from by default (`init.<name>` holds torch's draws, or
+/// `default.<name>` where the fixture perturbed a constant), and nnc's own
+/// seeded draws follow that law and are reproducible. Explicit `param`s have
+/// no PyTorch counterpart (their twins in the script are written to match).
+fn check_default_init(case: &str) {
+    let fx = Fixture::load(case);
+    let model = fx.model(None);
+    let ours = nnc::runtime::params::init::<f64>(&model, 7);
+    assert_eq!(
+        ours,
+        nnc::runtime::params::init::<f64>(&model, 7),
+        "{case}: initialisation is not reproducible"
+    );
+    for (p, drawn) in model.params.iter().zip(&ours) {
+        if p.layer.is_none() {
+            continue;
+        }
+        let torch = fx
+            .tensors
+            .get(&format!("default.{}", p.name))
+            .unwrap_or_else(|| fx.get(&format!("init.{}", p.name)));
+        let drawn: Vec<f64> = drawn.iter().copied().collect();
+        for (who, v) in [("torch", &torch.data), ("nnc", &drawn)] {
+            let n = v.len() as f64;
+            match p.init {
+                Init::Constant(c) => assert!(
+                    v.iter().all(|&x| x == c),
+                    "{case}: {}: nnc starts at {c}, {who} does not",
+                    p.name
+                ),
+                Init::Uniform(b) => {
+                    // Every value within the bound; with enough values, the
+                    // largest close to it (a bound 25% too large fails with
+                    // probability below 0.8^100 = 2e-10).
+                    let max = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                    assert!(
+                        max <= b * (1.0 + 1e-6),
+                        "{case}: {}: {who} draws {max} outside nnc's bound {b}",
+                        p.name
+                    );
+                    if v.len() >= 100 {
+                        assert!(
+                            max >= 0.8 * b,
+                            "{case}: {}: {who}'s largest draw {max} is far inside nnc's bound {b}",
+                            p.name
+                        );
+                    }
+                }
+                Init::Normal(sd) => {
+                    let mean = v.iter().sum::<f64>() / n;
+                    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+                    assert!(
+                        v.len() >= 50 && (var.sqrt() / sd - 1.0).abs() < 0.3,
+                        "{case}: {}: {who}'s draws have standard deviation {}, nnc's law {sd}",
+                        p.name,
+                        var.sqrt()
+                    );
+                }
+            }
+        }
+    }
+}
+
 macro_rules! cases {
     ($($name:ident),* $(,)?) => {
         $(
@@ -451,6 +515,15 @@ macro_rules! cases {
                 check_case(stringify!($name));
             }
         )*
+
+        mod default_init {
+            $(
+                #[test]
+                fn $name() {
+                    super::check_default_init(stringify!($name));
+                }
+            )*
+        }
 
         /// Every fixture file in tests/fixtures has a test above.
         #[test]
