@@ -8,6 +8,7 @@
 //! assert_eq!(checked.models[0].param_count(), 4 * 8 + 8 + 8 * 3 + 3);
 //! ```
 
+pub mod api;
 pub mod bench;
 pub mod diag;
 pub mod frontend;
@@ -21,3 +22,5 @@ pub mod rng;
 pub mod runtime;
 pub mod schedule;
 pub mod syntax;
+
+pub use api::{AsInput, CompiledModel, Error, Model, Options};

@@ -453,8 +453,20 @@ impl Session {
         ArrayD::from_shape_vec(IxDyn(shape), self.params.as_slice()[off..off + n].to_vec()).ok()
     }
 
+    /// Parameter `i` as a view into the session's buffer.
+    pub fn param_view(&self, i: usize) -> Option<ndarray::ArrayViewD<'_, f32>> {
+        let shape = self.param_shapes.get(i)?;
+        let n: usize = shape.iter().product();
+        let off = self.param_offsets[i];
+        ndarray::ArrayViewD::from_shape(IxDyn(shape), &self.params.as_slice()[off..off + n]).ok()
+    }
+
     /// Overwrites parameter `i`; the shape must be the parameter's.
-    pub fn set_param(&mut self, i: usize, values: &ArrayD<f32>) -> Result<(), SessionError> {
+    pub fn set_param(
+        &mut self,
+        i: usize,
+        values: &ndarray::ArrayViewD<'_, f32>,
+    ) -> Result<(), SessionError> {
         let p = self
             .model
             .params
@@ -574,7 +586,7 @@ impl Session {
             let i = self
                 .param_index(name)
                 .ok_or_else(|| input_err(format!("the model has no parameter `{name}`")))?;
-            self.set_param(i, a)?;
+            self.set_param(i, &a.view())?;
         }
         for (name, a) in &c.states {
             let i = self
