@@ -11,8 +11,57 @@ use crate::runtime::jit_trainer::{JitTrainer, TrainError};
 use crate::runtime::reference_trainer::Recipe;
 
 /// f32 peak of one core of the reference machine: 2 FMA pipes × 8 lanes ×
-/// 2 flops × 2.9 GHz (see CRANELIFT.md).
+/// 2 flops × 2.9 GHz (see CRANELIFT.md); used where it cannot be measured.
 pub const PEAK_GFLOPS_PER_CORE: f64 = 92.8;
+
+/// The f32 peak of one core of this machine, measured with a loop of
+/// independent 256-bit fused multiply-adds (the widest that both the `gemm`
+/// crate's kernels and AVX2 machines use); falls back to
+/// [`PEAK_GFLOPS_PER_CORE`] without FMA.
+pub fn measure_peak_gflops() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features were detected above.
+            return unsafe { fma_peak() };
+        }
+    }
+    PEAK_GFLOPS_PER_CORE
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_peak() -> f64 {
+    use std::arch::x86_64::*;
+    let iters = 2_000_000u64;
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        // Distinct, opaque values: the compiler must keep twelve chains.
+        let a = _mm256_set1_ps(std::hint::black_box(0.999_999));
+        let b = _mm256_set1_ps(std::hint::black_box(1e-7));
+        let mut acc = [_mm256_setzero_ps(); 12];
+        for (i, x) in acc.iter_mut().enumerate() {
+            *x = _mm256_set1_ps(std::hint::black_box(1.0 + i as f32 * 0.01));
+        }
+        let start = Instant::now();
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        // Keep the result alive.
+        let mut sink = [0.0f32; 8];
+        for x in &acc {
+            // SAFETY: `sink` holds 8 floats.
+            unsafe { _mm256_storeu_ps(sink.as_mut_ptr(), *x) };
+            std::hint::black_box(sink);
+        }
+        best = best.max((iters * 12 * 8 * 2) as f64 / secs / 1e9);
+    }
+    best
+}
 
 #[derive(Debug, Clone)]
 pub struct BenchResult {
@@ -33,6 +82,8 @@ pub struct BenchResult {
     pub state_bytes: usize,
     /// Bytes all stored intermediate values would need without reuse.
     pub naive_bytes: usize,
+    /// Measured f32 peak of one core (GFLOP/s).
+    pub peak_per_core: f64,
 }
 
 impl BenchResult {
@@ -40,8 +91,9 @@ impl BenchResult {
         self.flops / self.median.as_secs_f64() / 1e9
     }
 
+    /// Achieved GFLOP/s over the peak of the cores used.
     pub fn peak_fraction(&self) -> f64 {
-        self.gflops() / (PEAK_GFLOPS_PER_CORE * self.threads as f64)
+        self.gflops() / (self.peak_per_core * self.threads as f64)
     }
 
     pub fn memory(&self) -> usize {
@@ -58,8 +110,24 @@ pub fn bench(
     warmup: usize,
     steps: usize,
 ) -> Result<BenchResult, TrainError> {
+    bench_with(model, recipe, batch, threads, warmup, steps, false).map(|(r, _)| r)
+}
+
+/// Time per kernel: label, total time, calls.
+pub type KernelTimes = Vec<(String, Duration, u64)>;
+
+/// Like [`bench`]; with `profile`, also returns the time per kernel (most first).
+pub fn bench_with(
+    model: &Model,
+    recipe: Recipe,
+    batch: usize,
+    threads: usize,
+    warmup: usize,
+    steps: usize,
+    profile: bool,
+) -> Result<(BenchResult, KernelTimes), TrainError> {
     let started = Instant::now();
-    let mut t = JitTrainer::new(model, recipe, batch, None, threads, false)?;
+    let mut t = JitTrainer::build(model, recipe, batch, None, threads, false, profile)?;
     let compile = started.elapsed();
     let xs = random_inputs(model, batch, 1);
     let ints: Vec<Vec<i32>> = xs
@@ -92,21 +160,37 @@ pub fn bench(
         times.push(s.elapsed());
     }
     times.sort();
+    let mut kernels: Vec<(String, Duration, u64)> = match &t.exe.profile {
+        Some(p) => t
+            .exe
+            .code
+            .labels
+            .iter()
+            .zip(&p.totals)
+            .map(|(l, (d, n))| (l.clone(), *d, *n))
+            .collect(),
+        None => Vec::new(),
+    };
+    kernels.sort_by(|a, b| b.1.cmp(&a.1));
     let flops = crate::report::summary::flops(&t.train.graph, batch) as f64;
-    Ok(BenchResult {
-        model: model.name.clone(),
-        batch,
-        threads,
-        compile,
-        kernels: t.exe.code.kernels,
-        median: times[times.len() / 2],
-        min: times[0],
-        max: times[times.len() - 1],
-        steps: times.len(),
-        flops,
-        arena_bytes: t.exe.program.arena * 4,
-        param_bytes: t.params.len() * 4,
-        state_bytes: t.states.len() * 4,
-        naive_bytes: t.exe.program.naive_bytes,
-    })
+    Ok((
+        BenchResult {
+            model: model.name.clone(),
+            batch,
+            threads,
+            compile,
+            kernels: t.exe.code.kernels,
+            median: times[times.len() / 2],
+            min: times[0],
+            max: times[times.len() - 1],
+            steps: times.len(),
+            flops,
+            arena_bytes: t.exe.program.arena * 4,
+            param_bytes: t.params.len() * 4,
+            state_bytes: t.states.len() * 4,
+            naive_bytes: t.exe.program.naive_bytes,
+            peak_per_core: measure_peak_gflops(),
+        },
+        kernels,
+    ))
 }

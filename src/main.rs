@@ -116,6 +116,9 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Time every kernel and list the most expensive ones.
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         limits: Limits,
     },
@@ -194,6 +197,21 @@ fn pick<'a>(
     })
 }
 
+/// The most expensive kernels of a profiled run, per step.
+fn print_profile(kernels: &nnc::bench::KernelTimes, runs: usize) {
+    let total: f64 = kernels.iter().map(|k| k.1.as_secs_f64()).sum();
+    println!("  kernels (per step, most expensive first):");
+    for (label, d, n) in kernels.iter().take(25) {
+        println!(
+            "  {:>9.3} ms {:>5.1} % {:>6}x  {}",
+            d.as_secs_f64() * 1e3 / runs as f64,
+            100.0 * d.as_secs_f64() / total.max(1e-12),
+            n / runs as u64,
+            label.trim_start()
+        );
+    }
+}
+
 fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
     match cmd {
         Command::Train(a) => cli::train::run(a, color),
@@ -242,6 +260,7 @@ fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
             steps,
             warmup,
             json,
+            profile,
             limits,
         } => {
             let Some(c) = load(&file, &limits.options(false), color)? else {
@@ -264,8 +283,9 @@ fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
                 total_steps: 1_000_000,
                 seed: cfg.seed,
             };
-            let r = nnc::bench::bench(m, recipe, batch, threads, warmup, steps)
-                .map_err(|e| e.to_string())?;
+            let (r, kernels) =
+                nnc::bench::bench_with(m, recipe, batch, threads, warmup, steps, profile)
+                    .map_err(|e| e.to_string())?;
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
             if json {
                 println!(
@@ -303,7 +323,7 @@ fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
                     "  throughput   {:>10.2} GFLOP/s ({:.1} % of {:.0} GFLOP/s peak)",
                     r.gflops(),
                     100.0 * r.peak_fraction(),
-                    nnc::bench::PEAK_GFLOPS_PER_CORE * r.threads as f64
+                    r.peak_per_core * r.threads as f64
                 );
                 println!("  work         {:>10.1} MFLOP per step", r.flops / 1e6);
                 println!(
@@ -316,6 +336,9 @@ fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
                         (r.naive_bytes + r.param_bytes + r.state_bytes) as u128
                     )
                 );
+                if profile {
+                    print_profile(&kernels, r.steps + warmup);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -8,9 +8,11 @@
 //! orchestration is split into functions of a bounded number of steps: one
 //! huge function would compile superlinearly slower.
 
+pub mod conv;
 pub mod helpers;
 pub mod loops;
 pub mod math;
+pub mod pool;
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,8 @@ use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
 use crate::ir::types::DType;
 use crate::schedule::{self, Base, LOp, Loop, Program, Step, View};
-use helpers::{ConvDesc, FillDesc, GemmDesc, Loc, PoolDesc, SoftmaxDesc};
+use helpers::{ConvDesc, FillDesc, GemmDesc, Loc, SoftmaxDesc};
+use pool::PoolDesc;
 
 /// The context every generated function receives.
 #[repr(C)]
@@ -38,6 +41,45 @@ pub struct Ctx {
     pub seed: u64,
     /// Threads the helpers may use.
     pub threads: usize,
+    /// Time per kernel when compiled with profiling (else null).
+    pub profile: *mut Profile,
+}
+
+/// Time spent in each kernel, when profiling.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub last: std::time::Instant,
+    /// Total time and calls per kernel label.
+    pub totals: Vec<(Duration, u64)>,
+}
+
+impl Profile {
+    pub fn new(kernels: usize) -> Profile {
+        Profile {
+            last: std::time::Instant::now(),
+            totals: vec![(Duration::ZERO, 0); kernels],
+        }
+    }
+}
+
+/// Charges the time since the last mark to kernel `id`.
+///
+/// # Safety
+/// Called by generated code with a live context.
+unsafe extern "C" fn nnc_mark(ctx: *const Ctx, id: i64) {
+    unsafe {
+        let p = (*ctx).profile;
+        if p.is_null() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let prof = &mut *p;
+        if let Some(t) = prof.totals.get_mut(id as usize) {
+            t.0 += now - prof.last;
+            t.1 += 1;
+        }
+        prof.last = now;
+    }
 }
 
 pub const HYPERS: u32 = schedule::HYPERS;
@@ -62,6 +104,8 @@ pub struct Compiled {
     pub max_depth: usize,
     pub compile_time: Duration,
     pub kernels: usize,
+    /// What each profiled kernel is (when compiled with profiling).
+    pub labels: Vec<String>,
 }
 
 // SAFETY: the generated code and descriptors are immutable after compilation;
@@ -104,6 +148,8 @@ struct Gen<'p> {
     next_name: u32,
     kernels: usize,
     max_depth: usize,
+    profile: bool,
+    labels: Vec<String>,
 }
 
 struct Helpers {
@@ -113,6 +159,7 @@ struct Helpers {
     softmax: FuncId,
     fill: FuncId,
     parallel: FuncId,
+    mark: FuncId,
 }
 
 fn isa() -> Result<std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, JitError> {
@@ -130,16 +177,17 @@ fn isa() -> Result<std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, JitErr
     builder.finish(settings::Flags::new(flags)).map_err(jerr)
 }
 
-/// Compiles a scheduled program.
-pub fn compile(program: &Program) -> Result<Compiled, JitError> {
+/// Compiles a scheduled program; with `profile`, every kernel is timed.
+pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
     let started = Instant::now();
     let mut jb = JITBuilder::with_isa(isa()?, default_libcall_names());
     jb.symbol("nnc_gemm", helpers::nnc_gemm as *const u8);
-    jb.symbol("nnc_conv", helpers::nnc_conv as *const u8);
-    jb.symbol("nnc_pool", helpers::nnc_pool as *const u8);
+    jb.symbol("nnc_conv", conv::nnc_conv as *const u8);
+    jb.symbol("nnc_pool", pool::nnc_pool as *const u8);
     jb.symbol("nnc_softmax", helpers::nnc_softmax as *const u8);
     jb.symbol("nnc_fill", helpers::nnc_fill as *const u8);
     jb.symbol("nnc_parallel", helpers::nnc_parallel as *const u8);
+    jb.symbol("nnc_mark", nnc_mark as *const u8);
     let mut module = JITModule::new(jb);
     let ptr = module.target_config().pointer_type();
     let sig2 = {
@@ -165,6 +213,7 @@ pub fn compile(program: &Program) -> Result<Compiled, JitError> {
         softmax: declare(&mut module, "nnc_softmax", &sig2)?,
         fill: declare(&mut module, "nnc_fill", &sig2)?,
         parallel: declare(&mut module, "nnc_parallel", &sig4)?,
+        mark: declare(&mut module, "nnc_mark", &sig2)?,
     };
     let env = loops::Env {
         buf_base: program
@@ -185,6 +234,8 @@ pub fn compile(program: &Program) -> Result<Compiled, JitError> {
         next_name: 0,
         kernels: 0,
         max_depth: 0,
+        profile,
+        labels: Vec::new(),
     };
     let top = g.steps_fn(&program.steps, 0)?;
     g.module.finalize_definitions().map_err(jerr)?;
@@ -199,6 +250,7 @@ pub fn compile(program: &Program) -> Result<Compiled, JitError> {
         max_depth: g.max_depth,
         compile_time: started.elapsed(),
         kernels: g.kernels,
+        labels: g.labels,
     })
 }
 
@@ -259,6 +311,10 @@ impl Gen<'_> {
         let mut calls: Vec<Call> = Vec::new();
         for s in steps {
             calls.push(self.prepare_step(s, depth)?);
+            if self.profile && !matches!(s, Step::Recur(_)) {
+                self.labels.push(format!("{}{s}", "  ".repeat(depth)));
+                calls.push(Call::Mark(self.labels.len() - 1));
+            }
         }
         let mut parts = Vec::new();
         for chunk in calls.chunks(CHUNK) {
@@ -439,6 +495,10 @@ fn define(
     id: FuncId,
     ctx: &mut cranelift_codegen::Context,
 ) -> Result<(), JitError> {
+    // NNC_DUMP_CLIF=1 prints every function before compilation (debugging).
+    if std::env::var_os("NNC_DUMP_CLIF").is_some() {
+        eprintln!("{}", ctx.func.display());
+    }
     let r = module.define_function(id, ctx);
     let out = match r {
         Ok(()) => Ok(()),
@@ -464,6 +524,8 @@ enum Call {
     },
     Helper(FuncId, usize),
     Sub(FuncId),
+    /// Profiling: charge the time since the last mark to this label.
+    Mark(usize),
     Recur {
         recur: Box<schedule::Recur>,
         init: Vec<Call>,
@@ -543,6 +605,11 @@ fn emit_call(
         Call::Sub(f) => {
             let fr = module.declare_func_in_func(*f, b.func);
             b.ins().call(fr, &[ctx]);
+        }
+        Call::Mark(id) => {
+            let fr = module.declare_func_in_func(h.mark, b.func);
+            let v = b.ins().iconst(types::I64, *id as i64);
+            b.ins().call(fr, &[ctx, v]);
         }
         Call::Recur { recur, init, body } => {
             for i in init {

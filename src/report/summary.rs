@@ -33,11 +33,26 @@ pub fn flops(g: &Graph, batch: usize) -> u128 {
                 };
                 2 * out * k.copied().unwrap_or(0) as u128
             }
-            Op::Conv { window, .. } => {
+            Op::Conv { .. } => {
+                // Multiply-adds per output: the weight's C/groups·kh·kw.
                 let w = input(1);
-                let per_out: usize = w.iter().skip(1).product();
-                let _ = window;
-                2 * out * per_out as u128
+                2 * out * w.iter().skip(1).product::<usize>() as u128
+            }
+            Op::ConvGradInput { .. } => {
+                // As many multiply-adds as the forward convolution: the
+                // incoming gradient's elements times C/groups·kh·kw.
+                let (dy, w) = (input(0), input(1));
+                2 * dy.iter().product::<usize>() as u128
+                    * w.iter().skip(1).product::<usize>() as u128
+            }
+            Op::ConvGradWeight { .. } => {
+                let dy = input(1);
+                2 * dy.iter().product::<usize>() as u128
+                    * ty.shape.at(batch).iter().skip(1).product::<usize>() as u128
+            }
+            Op::PoolGrad { window, .. } => {
+                input(1).iter().product::<usize>() as u128
+                    * window.kernel.iter().product::<usize>() as u128
             }
             Op::Pool { window, .. } => out * window.kernel.iter().product::<usize>() as u128,
             Op::Reduce { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } => {
@@ -55,7 +70,7 @@ fn group(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -92,6 +92,8 @@ pub struct Executable {
     /// Expected element count of each input.
     pub input_lens: Vec<usize>,
     pub batch: usize,
+    /// Kernel times, when compiled with profiling.
+    pub profile: Option<Box<jit::Profile>>,
 }
 
 // SAFETY: the raw pointers in `regions` are only dereferenced during `run`,
@@ -107,8 +109,20 @@ impl Executable {
         layout: &Layout,
         input_lens: Vec<usize>,
     ) -> Result<Executable, CompileError> {
+        Executable::with_profile(graph, outputs, batch, layout, input_lens, false)
+    }
+
+    /// Like [`Executable::new`]; with `profile`, times every kernel (see [`Executable::profile`]).
+    pub fn with_profile(
+        graph: &Graph,
+        outputs: &[Output],
+        batch: usize,
+        layout: &Layout,
+        input_lens: Vec<usize>,
+        profile: bool,
+    ) -> Result<Executable, CompileError> {
         let program = schedule::schedule(graph, outputs, batch, layout)?;
-        let code = jit::compile(&program)?;
+        let code = jit::compile(&program, profile)?;
         Ok(Executable::from_parts(
             Arc::new(program),
             Arc::new(code),
@@ -124,7 +138,10 @@ impl Executable {
         input_lens: Vec<usize>,
     ) -> Executable {
         let arena = Aligned::zeros(program.arena);
+        let profile =
+            (!code.labels.is_empty()).then(|| Box::new(jit::Profile::new(code.labels.len())));
         Executable {
+            profile,
             regions: vec![std::ptr::null_mut(); code.regions],
             times: vec![0; code.max_depth + 1],
             arena,
@@ -161,11 +178,19 @@ impl Executable {
         for (i, x) in inputs.iter().enumerate() {
             self.regions[schedule::FIRST_INPUT as usize + i] = x.ptr();
         }
+        let profile = match &mut self.profile {
+            Some(p) => {
+                p.last = std::time::Instant::now();
+                &mut **p as *mut jit::Profile
+            }
+            None => std::ptr::null_mut(),
+        };
         let ctx = Ctx {
             regions: self.regions.as_mut_ptr(),
             times: self.times.as_mut_ptr(),
             seed,
             threads,
+            profile,
         };
         // SAFETY: every region the program addresses now points at a buffer of
         // the size it was scheduled for (arena allocated for the program,

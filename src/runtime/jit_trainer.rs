@@ -63,6 +63,20 @@ impl JitTrainer {
         threads: usize,
         with_grads: bool,
     ) -> Result<JitTrainer, TrainError> {
+        JitTrainer::build(model, recipe, batch, init, threads, with_grads, false)
+    }
+
+    /// Like [`JitTrainer::new`]; with `profile`, every kernel is timed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        model: &Model,
+        recipe: Recipe,
+        batch: usize,
+        init: Option<Vec<ArrayD<f32>>>,
+        threads: usize,
+        with_grads: bool,
+        profile: bool,
+    ) -> Result<JitTrainer, TrainError> {
         let train = optim::build(model, &recipe.optimizer, recipe.clip.as_ref())?;
         let param_shapes: Vec<Vec<usize>> = model.params.iter().map(|p| p.shape.at(1)).collect();
         let (param_offsets, plen) = pack(param_shapes.iter().map(|s| s.iter().product()));
@@ -102,7 +116,8 @@ impl JitTrainer {
             .iter()
             .map(|i| i.ty.shape.numel_at(batch).unwrap_or(0))
             .collect();
-        let exe = Executable::new(&train.graph, &outputs, batch, &layout, input_lens)?;
+        let exe =
+            Executable::with_profile(&train.graph, &outputs, batch, &layout, input_lens, profile)?;
         let mut params_buf = Aligned::zeros(plen);
         let init = init.unwrap_or_else(|| params::init(model, recipe.seed));
         for (i, a) in init.iter().enumerate() {

@@ -718,24 +718,83 @@ fn anchor(
             Val::Mem(out)
         }
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+            // Three loops with the softmax axis innermost: the row maximum,
+            // the sum of exp(x − max), then the result. The reductions run
+            // along the innermost axis, in registers.
             let xv = x(0)?;
             let at = outer_at.unwrap_or(steps.len());
             let out = View::contiguous(Base::Buf(p.buffer(numel, at)), shape, DType::F32);
-            // Loop dims: every axis but `axis`, then `axis` last.
             let mut perm: Vec<usize> = (0..shape.len()).filter(|&d| d != *axis).collect();
             perm.push(*axis);
             let xt = views::transpose(&xv, &perm);
             let yt = views::transpose(&out, &perm);
             let dims = xt.shape.clone();
+            let rank = dims.len();
+            let rows: usize = dims[..rank - 1].iter().product();
+            let row_buf = |p: &mut Planner<'_>| {
+                let b = p.buffer(rows, at);
+                let mut strides = views::row_major(&dims[..rank - 1]);
+                strides.push(0);
+                Access {
+                    base: Base::Buf(b),
+                    offset: 0,
+                    strides,
+                    dtype: DType::F32,
+                }
+            };
+            let (m, sum) = (row_buf(p), row_buf(p));
+            let xa = views::access(&xt, &dims);
             p.touch(xv.base, at);
-            steps.push(Step::Softmax(Softmax {
-                log: matches!(op, Op::LogSoftmax { .. }),
-                rows: numel / shape[*axis].max(1),
-                len: shape[*axis],
-                x: views::access(&xt, &dims),
-                y: views::access(&yt, &dims),
-                dims,
-                node: id,
+            steps.push(Step::Loop(Loop {
+                dims: dims.clone(),
+                ops: vec![LOp::Load(xa.clone())],
+                stores: Vec::new(),
+                reduces: vec![LReduce {
+                    value: 0,
+                    kind: ReduceKind::Max,
+                    scale: 1.0,
+                    out: m.clone(),
+                }],
+                nodes: vec![id],
+            }));
+            use crate::ir::ops::{Binary, Unary};
+            steps.push(Step::Loop(Loop {
+                dims: dims.clone(),
+                ops: vec![
+                    LOp::Load(xa.clone()),
+                    LOp::Load(m.clone()),
+                    LOp::Binary(Binary::Sub, 0, 1),
+                    LOp::Unary(Unary::Exp, 2),
+                ],
+                stores: Vec::new(),
+                reduces: vec![LReduce {
+                    value: 3,
+                    kind: ReduceKind::Sum,
+                    scale: 1.0,
+                    out: sum.clone(),
+                }],
+                nodes: vec![id],
+            }));
+            let mut ops = vec![
+                LOp::Load(xa),
+                LOp::Load(m),
+                LOp::Binary(Binary::Sub, 0, 1),
+                LOp::Load(sum),
+            ];
+            if matches!(op, Op::LogSoftmax { .. }) {
+                ops.push(LOp::Unary(Unary::Log, 3));
+                ops.push(LOp::Binary(Binary::Sub, 2, 4));
+            } else {
+                ops.push(LOp::Unary(Unary::Exp, 2));
+                ops.push(LOp::Binary(Binary::Div, 4, 3));
+            }
+            let last = ops.len() - 1;
+            steps.push(Step::Loop(Loop {
+                dims: dims.clone(),
+                ops,
+                stores: vec![(last, views::access(&yt, &dims))],
+                reduces: Vec::new(),
+                nodes: vec![id],
             }));
             Val::Mem(out)
         }
