@@ -499,6 +499,10 @@ fn define(
     if std::env::var_os("NNC_DUMP_CLIF").is_some() {
         eprintln!("{}", ctx.func.display());
     }
+    let asm = std::env::var_os("NNC_DUMP_ASM").is_some();
+    if asm {
+        ctx.set_disasm(true);
+    }
     let r = module.define_function(id, ctx);
     let out = match r {
         Ok(()) => Ok(()),
@@ -509,6 +513,12 @@ fn define(
         )),
         Err(e) => Err(jerr(e)),
     };
+    if asm
+        && let Some(code) = ctx.compiled_code()
+        && let Some(text) = &code.vcode
+    {
+        eprintln!("{text}");
+    }
     module.clear_context(ctx);
     out
 }

@@ -26,6 +26,26 @@ pub fn backprop(
     seeds: &[(NodeId, NodeId)],
     wanted: &[NodeId],
 ) -> Result<Vec<Option<NodeId>>> {
+    Ok(backprop_with(b, forward_len, seeds, wanted, &HashMap::new())?.wanted)
+}
+
+/// The result of [`backprop_with`].
+pub struct Gradients {
+    /// The gradient of each wanted node.
+    pub wanted: Vec<Option<NodeId>>,
+    /// The total gradient flowing into every forward node (where computed).
+    pub totals: Vec<Option<NodeId>>,
+}
+
+/// Like [`backprop`], reading the value of node `n` as `subst[n]` wherever a
+/// local rule needs it (a saved value instead of a recomputed one).
+pub fn backprop_with(
+    b: &mut Builder<'_>,
+    forward_len: usize,
+    seeds: &[(NodeId, NodeId)],
+    wanted: &[NodeId],
+    subst: &HashMap<NodeId, NodeId>,
+) -> Result<Gradients> {
     // Which nodes lie on a path from a wanted node: only they get gradients.
     let mut requires = vec![false; forward_len];
     for &w in wanted {
@@ -96,7 +116,14 @@ pub fn backprop(
                 if !need.iter().any(|&n| n) {
                     continue;
                 }
-                let ins = rules::vjp(b, &node, id, g, &need)?;
+                let mut local = node.clone();
+                for x in &mut local.inputs {
+                    if let Some(&v) = subst.get(x) {
+                        *x = v;
+                    }
+                }
+                let y = subst.get(&id).copied().unwrap_or(id);
+                let ins = rules::vjp(b, &local, y, g, &need)?;
                 for (x, gx) in node.inputs.iter().zip(ins) {
                     if let Some(gx) = gx {
                         parts[x.index()].push(gx);
@@ -129,7 +156,10 @@ pub fn backprop(
         };
         out.push(g);
     }
-    Ok(out)
+    Ok(Gradients {
+        wanted: out,
+        totals: total,
+    })
 }
 
 /// Whether gradients flow through an op at all.

@@ -9,11 +9,19 @@
 
 use std::collections::HashMap;
 
-use super::backprop;
 use crate::ir::build::{BuildError, Builder, Result};
 use crate::ir::graph::{Graph, Node, NodeId};
 use crate::ir::ops::{Op, RecurOp};
 use crate::ir::types::{Dim, Shape, TensorType};
+
+/// How a capture is used by one node of a recurrence body.
+#[derive(Debug, Clone, Copy)]
+enum Use {
+    /// `a @ C` (or `a @ Cᵀ`) with `a` the per-step argument `lhs_arg`.
+    Product { lhs_arg: usize, tb: bool },
+    /// `v ± C` with C broadcast.
+    Sum { negate: bool },
+}
 
 fn unsupported(message: &str) -> BuildError {
     BuildError {
@@ -81,8 +89,71 @@ pub fn vjp(
             None => b.fill(0.0, init_shape)?,
         });
     }
+    // The stacked states themselves: the value of each step's next state,
+    // read instead of recomputing it.
+    let mut cur = Vec::new();
+    for i in 0..nst {
+        cur.push(b.add(Op::Output { index: i }, &[id])?);
+    }
     let caps_needed: Vec<usize> = (0..ncap).filter(|&c| need[ns + nst + c]).collect();
     let seqs_needed: Vec<usize> = (0..ns).filter(|&k| need[k]).collect();
+    // Captures whose every use is a product with a per-step operand (x[t],
+    // s[t-1]) or a broadcast sum: their gradients are one batched product
+    // after the loop, from the per-step gradients of those uses.
+    let cap_arg_index = |c: usize| ns + nst + c;
+    let batchable = |c: usize| -> Option<Vec<(NodeId, Use)>> {
+        let arg = r
+            .body
+            .nodes
+            .iter()
+            .position(|n| n.op == Op::Arg(cap_arg_index(c)))?;
+        let arg = NodeId(arg as u32);
+        // Only batch-free captures (weights): a per-sample capture summed over
+        // time would mix the batch and time axes.
+        if r.body.ty(arg).is_none_or(|t| t.shape.has_batch()) {
+            return None;
+        }
+        let mut uses = Vec::new();
+        for (i, n) in r.body.nodes.iter().enumerate() {
+            for (slot, &x) in n.inputs.iter().enumerate() {
+                if x != arg {
+                    continue;
+                }
+                let other = n.inputs.get(1 - slot.min(1)).copied();
+                let per_step = |o: NodeId| match r.body.node(o).op {
+                    Op::Arg(k) if k < ns + nst => Some(k),
+                    _ => None,
+                };
+                let u = match (&n.op, slot) {
+                    (Op::MatMul { ta: false, tb }, 1) => {
+                        let k = other.and_then(per_step)?;
+                        let cap_rank = r.body.ty(arg).map_or(0, |t| t.shape.rank());
+                        let lhs_rank = r.body.ty(other?).map_or(0, |t| t.shape.rank());
+                        if cap_rank != 2 || lhs_rank != 2 {
+                            return None;
+                        }
+                        Use::Product {
+                            lhs_arg: k,
+                            tb: *tb,
+                        }
+                    }
+                    (Op::Binary(crate::ir::ops::Binary::Add), _) => Use::Sum { negate: false },
+                    (Op::Binary(crate::ir::ops::Binary::Sub), s) => Use::Sum { negate: s == 1 },
+                    _ => return None,
+                };
+                uses.push((NodeId(i as u32), u));
+            }
+        }
+        Some(uses)
+    };
+    let mut batched: Vec<(usize, Vec<(NodeId, Use)>)> = Vec::new();
+    let mut looped: Vec<usize> = Vec::new();
+    for &c in &caps_needed {
+        match batchable(c) {
+            Some(uses) if !uses.is_empty() => batched.push((c, uses)),
+            _ => looped.push(c),
+        }
+    }
 
     // ---- the backward body
     let mut body = Graph::new();
@@ -92,24 +163,25 @@ pub fn vjp(
             .ok_or_else(|| unsupported("a sequence without a time axis"))
     };
     let mut args: Vec<(NodeId, TensorType)> = Vec::new();
-    // Sequence arguments: x_k, previous states, output gradients.
+    // Sequence arguments: x_k, previous states, output gradients, current states.
     for &x in &inputs[..ns] {
         args.push((x, slice_ty(arg_ty(b, x)?)?));
     }
-    for &p in prev.iter().chain(&gout) {
+    for &p in prev.iter().chain(&gout).chain(&cur) {
         args.push((p, slice_ty(arg_ty(b, p)?)?));
     }
     let n_seq = args.len();
-    // States: carried state gradients, then capture accumulators.
+    // States: carried state gradients, then accumulators of the captures
+    // that are summed inside the loop.
     for &g in &gfinal {
         args.push((g, arg_ty(b, g)?));
     }
-    for &c in &caps_needed {
+    for &c in &looped {
         let cap = inputs[ns + nst + c];
         let z = b.fill(0.0, b.shape(cap)?)?;
         args.push((z, arg_ty(b, cap)?));
     }
-    let n_state = nst + caps_needed.len();
+    let n_state = nst + looped.len();
     for &cap in &inputs[ns + nst..] {
         args.push((cap, arg_ty(b, cap)?));
     }
@@ -129,11 +201,13 @@ pub fn vjp(
     let x_arg = |k: usize| arg_nodes[k];
     let p_arg = |i: usize| arg_nodes[ns + i];
     let gout_arg = |i: usize| arg_nodes[ns + nst + i];
+    let cur_arg = |i: usize| arg_nodes[ns + 2 * nst + i];
     let lambda_arg = |i: usize| arg_nodes[n_seq + i];
     let acc_arg = |j: usize| arg_nodes[n_seq + nst + j];
     let cap_arg = |c: usize| arg_nodes[n_seq + n_state + c];
 
-    // Re-run one forward step on the saved previous state.
+    // One forward step on the saved previous state; only what the local
+    // rules need survives (the rest is never scheduled).
     let mut map: Vec<NodeId> = Vec::with_capacity(r.body.len());
     for node in &r.body.nodes {
         let new = match node.op {
@@ -152,6 +226,13 @@ pub fn vjp(
     }
     let forward_len = body.len();
     let next: Vec<NodeId> = (0..nst).map(|i| map[r.body.outputs[i].index()]).collect();
+    // Each next state's value is the saved one.
+    let mut subst = HashMap::new();
+    for (i, &n) in next.iter().enumerate() {
+        if !matches!(body.node(n).op, Op::Arg(_)) {
+            subst.insert(n, cur_arg(i));
+        }
+    }
     let outer_span = (b.span, b.layer);
     let mut bb = Builder::new(&mut body, "autodiff");
     bb.span = outer_span.0;
@@ -164,8 +245,14 @@ pub fn vjp(
     }
     let mut wanted: Vec<NodeId> = (0..nst).map(p_arg).collect();
     wanted.extend(seqs_needed.iter().map(|&k| x_arg(k)));
-    wanted.extend(caps_needed.iter().map(|&c| cap_arg(c)));
-    let got = backprop(&mut bb, forward_len, &seeds, &wanted)?;
+    wanted.extend(looped.iter().map(|&c| cap_arg(c)));
+    let use_nodes: Vec<NodeId> = batched
+        .iter()
+        .flat_map(|(_, uses)| uses.iter().map(|(n, _)| map[n.index()]))
+        .collect();
+    wanted.extend(&use_nodes);
+    let grads = super::backprop_with(&mut bb, forward_len, &seeds, &wanted, &subst)?;
+    let got = grads.wanted;
     let mut outputs = Vec::new();
     for (i, got_i) in got.iter().enumerate().take(nst) {
         let g = match *got_i {
@@ -181,26 +268,35 @@ pub fn vjp(
         };
         outputs.push(g);
     }
-    for (j, _) in caps_needed.iter().enumerate() {
+    for (j, _) in looped.iter().enumerate() {
         let acc = acc_arg(j);
         outputs.push(match got[nst + seqs_needed.len() + j] {
             Some(g) => bb.add2(acc, g)?,
             None => acc,
         });
     }
+    // Per-step outputs: input gradients, then the gradients of the uses of
+    // batched captures.
     for (j, &k) in seqs_needed.iter().enumerate() {
         outputs.push(match got[nst + j] {
             Some(g) => g,
             None => bb.fill(0.0, bb.shape(x_arg(k))?)?,
         });
     }
+    for &u in &use_nodes {
+        outputs.push(match grads.totals.get(u.index()).copied().flatten() {
+            Some(g) => g,
+            None => bb.fill(0.0, bb.shape(u)?)?,
+        });
+    }
     body.outputs = outputs;
 
+    let n_step_out = seqs_needed.len() + use_nodes.len();
     let back = RecurOp {
         steps,
         n_seq,
         n_state,
-        n_step_out: seqs_needed.len(),
+        n_step_out,
         body,
         reverse: true,
         truncate: None,
@@ -211,19 +307,59 @@ pub fn vjp(
     for (j, &k) in seqs_needed.iter().enumerate() {
         result[k] = Some(b.add(Op::Output { index: j }, &[rid])?);
     }
-    let finals = seqs_needed.len();
     for i in 0..nst {
         if need[ns + i] {
-            result[ns + i] = Some(b.add(Op::Output { index: finals + i }, &[rid])?);
+            result[ns + i] = Some(b.add(
+                Op::Output {
+                    index: n_step_out + i,
+                },
+                &[rid],
+            )?);
         }
     }
-    for (j, &c) in caps_needed.iter().enumerate() {
+    for (j, &c) in looped.iter().enumerate() {
         result[ns + nst + c] = Some(b.add(
             Op::Output {
-                index: finals + nst + j,
+                index: n_step_out + nst + j,
             },
             &[rid],
         )?);
+    }
+    // Batched captures: one product (or sum) over all steps at once.
+    let mut k = seqs_needed.len();
+    for (c, uses) in &batched {
+        let cap = inputs[ns + nst + c];
+        let cap_shape = b.shape(cap)?;
+        let mut total: Option<NodeId> = None;
+        for (_, u) in uses {
+            let dy = b.add(Op::Output { index: k }, &[rid])?;
+            k += 1;
+            let part = match *u {
+                Use::Product { lhs_arg, tb } => {
+                    // The stacked operand: the input sequence or the previous states.
+                    let a = if lhs_arg < ns {
+                        inputs[lhs_arg]
+                    } else {
+                        prev[lhs_arg - ns]
+                    };
+                    let g = super::rules::shared_rhs_grad(b, dy, a, tb)?;
+                    b.unbroadcast(g, &cap_shape)?
+                }
+                Use::Sum { negate } => {
+                    let g = b.unbroadcast(dy, &cap_shape)?;
+                    if negate {
+                        b.un(crate::ir::ops::Unary::Neg, g)?
+                    } else {
+                        g
+                    }
+                }
+            };
+            total = Some(match total {
+                None => part,
+                Some(t) => b.add2(t, part)?,
+            });
+        }
+        result[ns + nst + c] = total;
     }
     Ok(result)
 }

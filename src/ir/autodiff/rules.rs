@@ -382,7 +382,12 @@ fn matmul(
 /// Gradient of a 2-D right operand W used by a batched left operand A
 /// [..., M, K]: flatten the leading axes of A and of g [..., M, N] into rows and
 /// contract them in one product, instead of a product per batch item and a sum.
-fn shared_rhs_grad(b: &mut Builder<'_>, g: NodeId, a: NodeId, tb: bool) -> Result<NodeId> {
+pub(super) fn shared_rhs_grad(
+    b: &mut Builder<'_>,
+    g: NodeId,
+    a: NodeId,
+    tb: bool,
+) -> Result<NodeId> {
     let gs = b.shape(g)?;
     let rows = |s: &Shape| -> Shape {
         let r = s.rank();
