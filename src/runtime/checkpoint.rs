@@ -73,23 +73,40 @@ pub enum CheckpointError {
     #[error("{}: not a valid checkpoint: {message}", file.display())]
     Corrupt { file: PathBuf, message: String },
     /// The file's tensors do not match the model's.
-    #[error("{}", mismatch_message(file, model, written_for.as_deref(), missing, unexpected, misshaped))]
-    Mismatch {
-        file: PathBuf,
-        /// The model it was applied to.
-        model: String,
-        /// The model the file says it was written for.
-        written_for: Option<String>,
-        /// In the model, not in the file.
-        missing: Vec<String>,
-        /// In the file, not in the model.
-        unexpected: Vec<String>,
-        /// (name, shape in the file, shape in the model).
-        misshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
-    },
+    #[error("{0}")]
+    Mismatch(Box<Mismatch>),
     /// Something else about the content is wrong (a dtype, a value).
     #[error("{}: {message}", file.display())]
     Invalid { file: PathBuf, message: String },
+}
+
+/// How a checkpoint differs from the model it is applied to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    pub file: PathBuf,
+    /// The model it was applied to.
+    pub model: String,
+    /// The model the file says it was written for.
+    pub written_for: Option<String>,
+    /// In the model, not in the file.
+    pub missing: Vec<String>,
+    /// In the file, not in the model.
+    pub unexpected: Vec<String>,
+    /// (name, shape in the file, shape in the model).
+    pub misshaped: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&mismatch_message(
+            &self.file,
+            &self.model,
+            self.written_for.as_deref(),
+            &self.missing,
+            &self.unexpected,
+            &self.misshaped,
+        ))
+    }
 }
 
 fn shape_str(s: &[usize]) -> String {
@@ -416,14 +433,14 @@ impl Checkpoint {
         let mut unexpected: Vec<String> = by_name.into_keys().collect();
         unexpected.sort();
         if !missing.is_empty() || !unexpected.is_empty() || !misshaped.is_empty() {
-            return Err(CheckpointError::Mismatch {
+            return Err(CheckpointError::Mismatch(Box::new(Mismatch {
                 file: path.to_path_buf(),
                 model: model.name.clone(),
                 written_for: (!self.model.is_empty()).then(|| self.model.clone()),
                 missing,
                 unexpected,
                 misshaped,
-            });
+            })));
         }
         self.params = params;
         self.states = states;
@@ -639,10 +656,10 @@ mod tests {
             s.contains("wrong shape: fc.weight is [3, 16] in the file but [5, 16] in the model"),
             "{s}"
         );
-        let CheckpointError::Mismatch { missing, .. } = e else {
+        let CheckpointError::Mismatch(m) = e else {
             panic!()
         };
-        assert!(missing.is_empty());
+        assert!(m.missing.is_empty());
         std::fs::remove_dir_all(&d).ok();
     }
 

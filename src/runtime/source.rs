@@ -372,8 +372,9 @@ pub fn fit(model: &Model, mut d: Dataset, path: &Path) -> Result<Dataset, String
 }
 
 /// `n` samples of learnable random data for a model: class `i % classes`
-/// for sample `i`, inputs a fixed normal pattern per class plus noise (or
-/// random tokens for token inputs); float targets uniform in [0, 1).
+/// for sample `i`, inputs a fixed normal pattern per class plus noise (a
+/// colour per channel for images, a value per feature otherwise; random
+/// tokens for token inputs); float targets uniform in [0, 1).
 pub fn synthetic(model: &Model, n: usize, seed: u64) -> Result<Dataset, String> {
     let (x_in, y_in) = single_input(model)?;
     let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x5e7_7e71c);
@@ -393,8 +394,17 @@ pub fn synthetic(model: &Model, n: usize, seed: u64) -> Result<Dataset, String> 
             .collect();
         Tensor::I32(ArrayD::from_shape_vec(IxDyn(&x_shape), v).map_err(bad)?)
     } else {
+        // Images [C, H, W] get one colour per class and channel, which
+        // survives shifts, crops and flips; other inputs one value per feature.
+        let image = x_shape.len() == 4;
+        let plane = if image { x_shape[2] * x_shape[3] } else { 1 };
         let patterns: Vec<Vec<f32>> = (0..classes.unwrap_or(1).max(1))
-            .map(|_| (0..per).map(|_| StandardNormal.sample(&mut rng)).collect())
+            .map(|_| {
+                let cells: Vec<f32> = (0..per / plane)
+                    .map(|_| StandardNormal.sample(&mut rng))
+                    .collect();
+                (0..per).map(|i| cells[i / plane]).collect()
+            })
             .collect();
         let mut v = Vec::with_capacity(n * per);
         for &c in &labels {
