@@ -55,7 +55,7 @@ pub fn run(a: GradcheckArgs, color: bool) -> Result<ExitCode, String> {
     );
     let mut failed = 0;
     for r in &results {
-        let bad = !(r.worst <= a.tolerance);
+        let bad = r.worst.is_nan() || r.worst > a.tolerance;
         failed += usize::from(bad);
         println!(
             "  {:<width$}  {:>6}  {:>11.3e}  {:>13.6e}  {:>13.6e}{}",
