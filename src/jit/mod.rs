@@ -411,13 +411,13 @@ impl Gen<'_> {
                 Call::Helper(self.helpers.conv, desc_addr(self.descs.conv.last()))
             }
             Step::Pool(pl) => {
-                let y_shape = if pl.grad { &pl.y.shape } else { &pl.y.shape };
-                let mut d = PoolDesc::new(pl.kind, pl.grad, &pl.window, &pl.x.shape, y_shape);
+                let mut d = PoolDesc::new(pl.kind, pl.grad, &pl.window, &pl.x.shape, &pl.y.shape);
                 d.x = self.loc(pl.x.base, pl.x.offset);
                 d.y = self.loc(pl.y.base, pl.y.offset);
                 if let Some(dx) = &pl.dx {
                     d.dx = self.loc(dx.base, dx.offset);
                 }
+                d.indices = pl.indices.map(|b| self.loc(Base::Buf(b), 0));
                 self.descs.pool.push(Box::new(d));
                 Call::Helper(self.helpers.pool, desc_addr(self.descs.pool.last()))
             }

@@ -23,6 +23,8 @@ pub struct PoolDesc {
     pub x: Loc,
     pub y: Loc,
     pub dx: Loc,
+    /// Max pooling: the argmax of each window, written forward, read backward.
+    pub indices: Option<Loc>,
 }
 
 /// Rows or columns a window covers, clipped, and the average's divisor.
@@ -73,23 +75,25 @@ impl PoolDesc {
             x: here,
             y: here,
             dx: here,
+            indices: None,
         }
     }
 
-    /// One plane forward.
-    fn forward(&self, x: &[f32], y: &mut [f32]) {
+    /// One plane forward; for max pooling also the argmax of each window
+    /// (plane-local index) when `idx` is given.
+    fn forward(&self, x: &[f32], y: &mut [f32], mut idx: Option<&mut [u32]>) {
+        if self.max && self.full_2x2() {
+            return self.max_2x2(x, y, idx);
+        }
         for (a, &(y0, y1, sy)) in self.rows.iter().enumerate() {
-            let out = &mut y[a * self.ow..(a + 1) * self.ow];
-            for (o, &(x0, x1, sx)) in out.iter_mut().zip(&self.cols) {
+            for (b, &(x0, x1, sx)) in self.cols.iter().enumerate() {
+                let o = a * self.ow + b;
                 if self.max {
-                    let mut best = f32::NEG_INFINITY;
-                    for r in y0..y1 {
-                        for &v in &x[r * self.w + x0..r * self.w + x1] {
-                            // NaN wins, as in the reference interpreter.
-                            best = if v > best || v != v { v } else { best };
-                        }
+                    let (best, at) = window_max(x, self.w, y0, y1, x0, x1);
+                    y[o] = best;
+                    if let Some(ix) = idx.as_deref_mut() {
+                        ix[o] = at as u32;
                     }
-                    *o = best;
                 } else {
                     let mut s = 0.0f32;
                     for r in y0..y1 {
@@ -97,31 +101,82 @@ impl PoolDesc {
                             s += v;
                         }
                     }
-                    *o = s / (sy * sx).max(1) as f32;
+                    y[o] = s / (sy * sx).max(1) as f32;
+                }
+            }
+        }
+    }
+
+    /// Every window is 2×2 and inside the input (the common max pooling).
+    fn full_2x2(&self) -> bool {
+        let full = |spans: &[(usize, usize, usize)]| spans.iter().all(|&(lo, hi, _)| hi - lo == 2);
+        full(&self.rows) && full(&self.cols)
+    }
+
+    /// 2×2 max pooling with its argmax, written as selects the compiler
+    /// vectorises (the first maximum of the window wins, as in the generic
+    /// path; NaNs are not singled out here).
+    fn max_2x2(&self, x: &[f32], y: &mut [f32], mut idx: Option<&mut [u32]>) {
+        let w = self.w;
+        let ow = self.ow;
+        let stride = if self.cols.len() > 1 {
+            self.cols[1].0 - self.cols[0].0
+        } else {
+            2
+        };
+        let c0 = self.cols.first().map_or(0, |c| c.0);
+        for (a, &(r0, _, _)) in self.rows.iter().enumerate() {
+            let top = &x[r0 * w..(r0 + 1) * w];
+            let bot = &x[(r0 + 1) * w..(r0 + 2) * w];
+            let out = &mut y[a * ow..(a + 1) * ow];
+            let base = (r0 * w) as u32;
+            match idx.as_deref_mut() {
+                Some(ix) => {
+                    let ix = &mut ix[a * ow..(a + 1) * ow];
+                    for b in 0..ow {
+                        let c = c0 + b * stride;
+                        let (p, q, r, t) = (top[c], top[c + 1], bot[c], bot[c + 1]);
+                        let up = q > p;
+                        let m01 = if up { q } else { p };
+                        let i01 = c as u32 + up as u32;
+                        let dn = t > r;
+                        let m23 = if dn { t } else { r };
+                        let i23 = (w + c) as u32 + dn as u32;
+                        let lower = m23 > m01;
+                        out[b] = if lower { m23 } else { m01 };
+                        ix[b] = base + if lower { i23 } else { i01 };
+                    }
+                }
+                None => {
+                    for b in 0..ow {
+                        let c = c0 + b * stride;
+                        let (p, q, r, t) = (top[c], top[c + 1], bot[c], bot[c + 1]);
+                        let m01 = if q > p { q } else { p };
+                        let m23 = if t > r { t } else { r };
+                        out[b] = if m23 > m01 { m23 } else { m01 };
+                    }
                 }
             }
         }
     }
 
     /// One plane backward: `dx` (zeroed here) from the output gradient `dy`.
-    fn backward(&self, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    fn backward(&self, x: &[f32], dy: &[f32], dx: &mut [f32], idx: Option<&[u32]>) {
         dx.fill(0.0);
+        if let (true, Some(ix)) = (self.max, idx) {
+            // A plain scatter from the argmax the forward pass kept.
+            for (&g, &i) in dy.iter().zip(ix) {
+                if let Some(t) = dx.get_mut(i as usize) {
+                    *t += g;
+                }
+            }
+            return;
+        }
         for (a, &(y0, y1, sy)) in self.rows.iter().enumerate() {
-            let g = &dy[a * self.ow..(a + 1) * self.ow];
-            for (&gv, &(x0, x1, sx)) in g.iter().zip(&self.cols) {
+            for (b, &(x0, x1, sx)) in self.cols.iter().enumerate() {
+                let gv = dy[a * self.ow + b];
                 if self.max {
-                    // The first maximum in scan order takes the gradient.
-                    let mut best = f32::NEG_INFINITY;
-                    let mut at = usize::MAX;
-                    for r in y0..y1 {
-                        for c in x0..x1 {
-                            let v = x[r * self.w + c];
-                            if v > best || (v != v && best == best) {
-                                best = v;
-                                at = r * self.w + c;
-                            }
-                        }
-                    }
+                    let (_, at) = window_max(x, self.w, y0, y1, x0, x1);
                     if let Some(t) = dx.get_mut(at) {
                         *t += gv;
                     }
@@ -136,6 +191,34 @@ impl PoolDesc {
             }
         }
     }
+}
+
+/// The maximum of a window and where it is: the first maximum in scan
+/// order, a NaN winning (as the reference interpreter). Written without
+/// data-dependent branches: maxima are unpredictable.
+#[inline]
+fn window_max(x: &[f32], w: usize, y0: usize, y1: usize, x0: usize, x1: usize) -> (f32, usize) {
+    let mut best = f32::NEG_INFINITY.to_bits();
+    let mut at = u32::MAX;
+    for r in y0..y1 {
+        let row = &x[r * w + x0..r * w + x1];
+        for (c, &v) in row.iter().enumerate() {
+            let b = f32::from_bits(best);
+            let take = (v > b) | (v.is_nan() & !b.is_nan());
+            // Masks instead of branches.
+            let m = (take as u32).wrapping_neg();
+            best = (v.to_bits() & m) | (best & !m);
+            at = (((r * w + x0 + c) as u32) & m) | (at & !m);
+        }
+    }
+    (
+        f32::from_bits(best),
+        if at == u32::MAX {
+            usize::MAX
+        } else {
+            at as usize
+        },
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -162,17 +245,21 @@ pub unsafe extern "C" fn nnc_pool(ctx: *const Ctx, d: *const PoolDesc) {
         } else {
             std::ptr::null_mut()
         });
+        let idx = d.indices.map(|l| Shared(l.ptr(ctx)));
         let (xs, ys) = (d.h * d.w, d.oh * d.ow);
         let run = |lo: usize, hi: usize| {
             for pl in lo..hi {
                 // SAFETY: plane pl of each tensor is inside its buffer.
                 let xp = std::slice::from_raw_parts(x.get().add(pl * xs), xs);
                 let yp = std::slice::from_raw_parts_mut(y.get().add(pl * ys), ys);
+                let ip = idx.map(|p| {
+                    std::slice::from_raw_parts_mut((p.get() as *mut u32).add(pl * ys), ys)
+                });
                 if d.grad {
                     let dxp = std::slice::from_raw_parts_mut(dx.get().add(pl * xs), xs);
-                    d.backward(xp, yp, dxp);
+                    d.backward(xp, yp, dxp, ip.as_deref());
                 } else {
-                    d.forward(xp, yp);
+                    d.forward(xp, yp, ip);
                 }
             }
         };
@@ -189,5 +276,56 @@ pub unsafe extern "C" fn nnc_pool(ctx: *const Ctx, d: *const PoolDesc) {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ops::{PoolKind, Window};
+
+    fn window(k: usize, s: usize, p: usize) -> Window {
+        Window {
+            kernel: vec![k, k],
+            stride: vec![s, s],
+            pad: vec![p, p],
+            dilation: vec![1, 1],
+            ceil: false,
+        }
+    }
+
+    #[test]
+    fn two_by_two_windows_take_the_fast_path_and_agree() {
+        let d = PoolDesc::new(
+            PoolKind::Max,
+            false,
+            &window(2, 2, 0),
+            &[1, 1, 6, 6],
+            &[1, 1, 3, 3],
+        );
+        assert!(d.full_2x2());
+        let x: Vec<f32> = (0..36).map(|i| ((i * 7919) % 37) as f32).collect();
+        let (mut y1, mut y2) = (vec![0.0; 9], vec![0.0; 9]);
+        let (mut i1, mut i2) = (vec![0u32; 9], vec![0u32; 9]);
+        d.max_2x2(&x, &mut y1, Some(&mut i1));
+        for (o, (&(y0, yh, _), &(x0, xh, _))) in d
+            .rows
+            .iter()
+            .flat_map(|r| d.cols.iter().map(move |c| (r, c)))
+            .enumerate()
+        {
+            let (m, at) = window_max(&x, 6, y0, yh, x0, xh);
+            y2[o] = m;
+            i2[o] = at as u32;
+        }
+        assert_eq!((y1, i1), (y2, i2));
+        let padded = PoolDesc::new(
+            PoolKind::Max,
+            false,
+            &window(3, 2, 1),
+            &[1, 1, 6, 6],
+            &[1, 1, 3, 3],
+        );
+        assert!(!padded.full_2x2());
     }
 }

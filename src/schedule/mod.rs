@@ -210,6 +210,9 @@ pub struct Pool {
     /// The input gradient (backward only).
     pub dx: Option<View>,
     pub window: Window,
+    /// Max pooling: where each window's maximum is (plane-local index),
+    /// written by the forward kernel and read by its gradient.
+    pub indices: Option<BufId>,
     pub node: NodeId,
 }
 

@@ -77,6 +77,9 @@ struct Planner<'l> {
     buffers: Vec<usize>,
     /// (first step writing, last step reading) in the top-level step list.
     life: Vec<(usize, usize)>,
+    /// Argmax buffers of max pooling, by the pooled tensor's node and the
+    /// graph it is in (its address): shared by the forward and the gradient.
+    argmax: HashMap<(usize, NodeId), BufId>,
 }
 
 impl Planner<'_> {
@@ -120,6 +123,7 @@ pub fn schedule(
         regions,
         buffers: Vec::new(),
         life: Vec::new(),
+        argmax: HashMap::new(),
     };
     let mut steps = Vec::new();
     let views = schedule_graph(&mut p, graph, outputs, &[], 0, &mut steps, None)?;
@@ -703,9 +707,30 @@ fn anchor(
             } else {
                 (out.clone(), None)
             };
+            // Max pooling whose gradient is also computed: the forward keeps
+            // the argmax of every window so the gradient is a plain scatter.
+            let key = (graph as *const Graph as usize, node.inputs[0]);
+            let indices = if *kind != crate::ir::ops::PoolKind::Max {
+                None
+            } else if grad {
+                p.argmax.get(&key).copied()
+            } else {
+                let has_grad = graph.nodes.iter().any(|n| {
+                    matches!(&n.op, Op::PoolGrad { window: w, .. } if w == window)
+                        && n.inputs.first() == Some(&node.inputs[0])
+                });
+                has_grad.then(|| {
+                    let b = p.buffer(numel, at);
+                    p.argmax.insert(key, b);
+                    b
+                })
+            };
             let at = outer_at.unwrap_or(steps.len());
             p.touch(xv.base, at);
             p.touch(y.base, at);
+            if let Some(b) = indices {
+                p.touch(Base::Buf(b), at);
+            }
             steps.push(Step::Pool(Pool {
                 kind: *kind,
                 grad,
@@ -713,6 +738,7 @@ fn anchor(
                 y,
                 dx,
                 window: window.clone(),
+                indices,
                 node: id,
             }));
             Val::Mem(out)
