@@ -521,6 +521,12 @@ fn eval_predict_and_gradcheck() {
         out.contains("fc1.weight") && out.contains("all 6 parameters within tolerance"),
         "{out}"
     );
+    let out = ok(&["gradcheck", DIGITS, "--jit"]);
+    assert!(
+        out.contains("compiled (f32) against reference (f64)"),
+        "{out}"
+    );
+    assert!(!out.contains("FAIL"), "{out}");
     let o = run(&["gradcheck", DIGITS, "--tolerance", "0"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).0.contains("FAIL"));

@@ -21,6 +21,13 @@ pub struct GradcheckArgs {
     /// Step of the central difference.
     #[arg(long, default_value_t = 1e-6)]
     pub eps: f64,
+    /// Also compare the compiled (JIT, f32) gradients with the reference
+    /// interpreter's (f64) on the same batch.
+    #[arg(long)]
+    pub jit: bool,
+    /// Largest normwise relative difference accepted for --jit.
+    #[arg(long, default_value_t = 1e-3)]
+    pub jit_tolerance: f64,
 }
 
 pub fn run(a: GradcheckArgs, color: bool) -> Result<ExitCode, String> {
@@ -72,9 +79,77 @@ pub fn run(a: GradcheckArgs, color: bool) -> Result<ExitCode, String> {
             "{failed} of {} parameters exceed the tolerance",
             results.len()
         );
-        Ok(ExitCode::from(1))
     } else {
         println!("all {} parameters within tolerance", results.len());
-        Ok(ExitCode::SUCCESS)
     }
+    if a.jit {
+        failed += jit_check(&m.model, &opts, a.jit_tolerance)?;
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Compiled gradients against the reference interpreter's, parameter by
+/// parameter: max |jit − reference| / max |reference|. Returns the number
+/// of parameters above `tol`.
+fn jit_check(
+    model: &nnc::ir::Model,
+    opts: &nnc::gradcheck::Options,
+    tol: f64,
+) -> Result<usize, String> {
+    use nnc::runtime::executable::InputData;
+    use nnc::runtime::jit_trainer::JitTrainer;
+    use nnc::runtime::reference_trainer::ReferenceTrainer;
+    let recipe = nnc::runtime::session::recipe_of(model, 1);
+    let init64: Vec<ndarray::ArrayD<f64>> = nnc::runtime::params::init(model, opts.seed);
+    let init32 = init64.iter().map(|a| a.mapv(|v| v as f32)).collect();
+    let mut reference =
+        ReferenceTrainer::<f64>::new(model, recipe.clone(), opts.batch, Some(init64))
+            .map_err(|e| e.to_string())?;
+    let mut jit = JitTrainer::new(model, recipe, opts.batch, Some(init32), 1, true)
+        .map_err(|e| e.to_string())?;
+    let xs = nnc::gradcheck::random_inputs(model, opts.batch, opts.seed);
+    let ints: Vec<Vec<i32>> = xs
+        .iter()
+        .map(|a| a.iter().map(|&v| v as i32).collect())
+        .collect();
+    let floats: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|a| a.iter().map(|&v| v as f32).collect())
+        .collect();
+    let feeds: Vec<InputData> = model
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, inp)| match inp.ty.dtype {
+            nnc::ir::DType::I32 => InputData::I32(&ints[i]),
+            nnc::ir::DType::F32 => InputData::F32(&floats[i]),
+        })
+        .collect();
+    let r = reference.step(&xs).map_err(|e| e.to_string())?;
+    jit.step(&feeds).map_err(|e| e.to_string())?;
+    println!("compiled (f32) against reference (f64) gradients, tolerance {tol:e}");
+    let mut failed = 0;
+    for (i, p) in model.params.iter().enumerate() {
+        let (Some(g), Some(j)) = (r.grads.get(i).and_then(|g| g.as_ref()), jit.grad(i)) else {
+            continue;
+        };
+        let scale = g.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+        let diff = g
+            .iter()
+            .zip(&j)
+            .fold(0.0f64, |m, (a, b)| m.max((a - *b as f64).abs()));
+        let err = diff / scale;
+        let bad = err.is_nan() || err > tol;
+        failed += usize::from(bad);
+        println!(
+            "  {:<30} {err:>11.3e}{}",
+            p.name,
+            if bad { "  FAIL" } else { "" }
+        );
+    }
+    Ok(failed)
 }
