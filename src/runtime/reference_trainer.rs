@@ -46,7 +46,12 @@ pub struct StepOutput<T> {
 impl<T: Real> ReferenceTrainer<T> {
     /// Builds the training graph; parameters start from `params` (or the
     /// seeded default initialisation), states from their initial values.
-    pub fn new(model: &Model, recipe: Recipe, batch: usize, params: Option<Vec<ArrayD<T>>>) -> Result<Self, BuildError> {
+    pub fn new(
+        model: &Model,
+        recipe: Recipe,
+        batch: usize,
+        params: Option<Vec<ArrayD<T>>>,
+    ) -> Result<Self, BuildError> {
         let train = optim::build(model, &recipe.optimizer, recipe.clip.as_ref())?;
         let params = params.unwrap_or_else(|| params::init(model, recipe.seed));
         let states = params::init_states(&train.states, batch);
@@ -89,7 +94,9 @@ impl<T: Real> ReferenceTrainer<T> {
             batch: self.batch,
         };
         let mut values = reference::run(&tg.graph, &feeds, &wanted)?.into_iter();
-        let loss = values.next().map_or(f64::NAN, |l| l.iter().next().copied().map_or(f64::NAN, f64_of));
+        let loss = values.next().map_or(f64::NAN, |l| {
+            l.iter().next().copied().map_or(f64::NAN, f64_of)
+        });
         let mut grads = Vec::with_capacity(tg.grads.len());
         for g in &tg.grads {
             grads.push(match g {

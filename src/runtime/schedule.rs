@@ -53,7 +53,8 @@ pub fn hyper_values(hypers: &[Hyper], opt: &Optimizer, step: usize, lr: f64) -> 
             }
             Hyper::Bc1 | Hyper::Bc2 => {
                 let (b1, b2) = match opt.kind {
-                    OptimizerKind::Adam { beta1, beta2, .. } | OptimizerKind::AdamW { beta1, beta2, .. } => (beta1, beta2),
+                    OptimizerKind::Adam { beta1, beta2, .. }
+                    | OptimizerKind::AdamW { beta1, beta2, .. } => (beta1, beta2),
                     _ => (0.0, 0.0),
                 };
                 let b = if *h == Hyper::Bc1 { b1 } else { b2 };
@@ -76,7 +77,10 @@ mod tests {
 
     #[test]
     fn step_and_exponential_decay() {
-        let s = [Schedule::Step { every: 2, gamma: 0.5 }];
+        let s = [Schedule::Step {
+            every: 2,
+            gamma: 0.5,
+        }];
         let lrs: Vec<f64> = (0..5).map(|k| lr_at(1.0, &s, k, 5)).collect();
         assert_eq!(lrs, vec![1.0, 1.0, 0.5, 0.5, 0.25]);
         let e = [Schedule::Exponential { gamma: 0.9 }];
@@ -86,7 +90,10 @@ mod tests {
     #[test]
     fn warmup_then_cosine() {
         let s = [
-            Schedule::Warmup { steps: 4, start: 0.25 },
+            Schedule::Warmup {
+                steps: 4,
+                start: 0.25,
+            },
             Schedule::Cosine { steps: 0, min: 0.0 },
         ];
         assert_eq!(lr_at(1.0, &s, 0, 14), 0.25);
