@@ -394,6 +394,28 @@ fn resumed_runs_equal_uninterrupted_ones() {
     assert_eq!(ca.params, cb.params);
     assert_eq!(ca.optimizer, cb.optimizer);
     assert_eq!(ca.step, cb.step);
+    // A resumed run keeps its own epochs and learning rate, not the block's.
+    let p2 = t.s("p2.safetensors");
+    let o = run(&[
+        "train",
+        &f,
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01",
+        "--stop-after",
+        "10",
+        "--out",
+        &p2,
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let out = ok(&["train", &f, "--resume", &p2, "--out", &p2]);
+    assert!(
+        out.contains("epoch 2/2") && !out.contains("epoch 3/"),
+        "{out}"
+    );
+    let c = Checkpoint::load(&t.path("p2.safetensors")).unwrap();
+    assert_eq!(c.extra.get("lr").map(String::as_str), Some("1e-2"));
     // Resuming a finished run has nothing to do.
     let out = ok(&[
         "train",

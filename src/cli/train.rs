@@ -47,7 +47,8 @@ pub struct TrainArgs {
     /// Checkpoint file, written every epoch and on exit (default: ./<file stem>.safetensors).
     #[arg(long, short)]
     pub out: Option<PathBuf>,
-    /// Continue the run saved in this checkpoint.
+    /// Continue the run saved in this checkpoint (with its epochs, batch
+    /// size, learning rate and seed, unless flags say otherwise).
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// No progress bars or epoch lines; errors only.

@@ -402,7 +402,8 @@ pub struct TrainOptions {
     pub data: Option<DataSpec>,
     /// Where checkpoints go (default: `<model file stem>.safetensors`).
     pub out: Option<PathBuf>,
-    /// A checkpoint to continue from.
+    /// A checkpoint to continue from; its epochs, batch size, learning rate
+    /// and seed are the defaults then.
     pub resume: Option<PathBuf>,
     /// Stop (as if interrupted) after this many optimizer steps in all.
     pub stop_after: Option<usize>,
@@ -600,12 +601,23 @@ pub fn train(
         (None, Some(s)) => s,
         (None, None) => block_seed,
     };
+    // A resumed run keeps the epochs, batch size and learning rate it was
+    // started with, unless flags say otherwise.
+    let saved = |key: &str| {
+        resume
+            .as_ref()
+            .and_then(|(_, c)| c.extra.get(key))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let lr = opts.lr.or_else(|| saved("lr"));
+    let saved_epochs = saved("epochs").map(|v| v as usize);
+    let saved_batch = saved("batch").map(|v| v as usize);
     for mm in [&mut model, &mut infer] {
         let t = mm
             .train
             .get_or_insert_with(|| crate::ir::train::TrainConfig::new(mm.name.clone(), mm.span));
         t.seed = seed;
-        if let Some(lr) = opts.lr {
+        if let Some(lr) = lr {
             t.optimizer.lr = lr;
         }
     }
@@ -620,8 +632,8 @@ pub fn train(
         description,
     } = source::load(&model, &m.base_dir(), opts.data.as_ref(), vocab.as_deref())
         .map_err(RunError::Data)?;
-    let batch = opts.batch.unwrap_or(cfg.batch).max(1);
-    let epochs = opts.epochs.unwrap_or(cfg.epochs);
+    let batch = opts.batch.or(saved_batch).unwrap_or(cfg.batch).max(1);
+    let epochs = opts.epochs.or(saved_epochs).unwrap_or(cfg.epochs);
     let threads = opts
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -720,6 +732,8 @@ pub fn train(
         c.vocab = vocab.clone();
         c.extra.insert("batch".into(), batch.to_string());
         c.extra.insert("epochs".into(), epochs.to_string());
+        c.extra
+            .insert("lr".into(), format!("{:e}", session.recipe.optimizer.lr));
         c.extra.insert(
             "history".into(),
             Value::Array(history.iter().map(EpochRecord::to_json).collect()).to_string(),
