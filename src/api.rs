@@ -44,7 +44,19 @@ use crate::runtime::session::{Session, SessionError, recipe_of};
 use crate::runtime::source;
 use crate::runtime::train::{self, Evaluation, LoadedModel};
 
-/// Everything the embedding API can fail with.
+/// Everything the embedding API can fail with. Every variant displays as
+/// a message meant for a user.
+///
+/// ```
+/// let m = nnc::Model::from_file("examples/mlp_digits.nn")?;
+/// let mut net = m.compile(&nnc::Options { batch: 2, ..Default::default() })?;
+/// let x = ndarray::Array2::<f32>::zeros((3, 64)); // three samples, batch is 2
+/// match net.forward(x.view()) {
+///     Err(nnc::Error::Input(msg)) => assert!(msg.contains("compiled for 1 to 2")),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The model source has errors (rendered like the compiler does).
@@ -65,6 +77,17 @@ pub enum Error {
 }
 
 /// The result type of the embedding API.
+///
+/// ```
+/// fn train_one(net: &mut nnc::CompiledModel) -> nnc::api::Result<f32> {
+///     let x = ndarray::Array2::<f32>::zeros((1, 64));
+///     let y = ndarray::Array1::from(vec![3]);
+///     net.train_step(x.view(), y.view())
+/// }
+/// let m = nnc::Model::from_file("examples/mlp_digits.nn")?;
+/// assert!(train_one(&mut m.compile(&Default::default())?)?.is_finite());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A checked model from a `.nn` file: its training and inference graphs
@@ -265,15 +288,31 @@ impl Default for Options {
 /// An array the compiled model accepts as an input: an `ndarray` view of
 /// `f32` (features, float targets) or `i32` (class or token indices), of
 /// any dimension, or a data-set [`Tensor`].
+///
+/// ```
+/// use nnc::AsInput;
+/// let x = ndarray::Array2::<f32>::ones((2, 3));
+/// let (shape, values) = x.view().values();
+/// assert_eq!(shape, [2, 3]);
+/// assert!(matches!(values, nnc::api::Values::F32(v) if v.len() == 6));
+/// ```
 pub trait AsInput {
     /// The shape and the values (copied to contiguous memory if needed).
     fn values(&self) -> (Vec<usize>, Values);
 }
 
-/// Contiguous values of an input.
+/// Contiguous values of an input, in row-major order.
+///
+/// ```
+/// use nnc::AsInput;
+/// let y = ndarray::Array1::from(vec![1i32, 0]);
+/// assert!(matches!(y.view().values().1, nnc::api::Values::I32(v) if v == [1, 0]));
+/// ```
 #[derive(Debug, Clone)]
 pub enum Values {
+    /// Real numbers.
     F32(Vec<f32>),
+    /// Class or token indices.
     I32(Vec<i32>),
 }
 
