@@ -87,7 +87,7 @@ fn si(x: u128) -> String {
     } else if v >= 1e3 {
         format!("{:.2} k", v / 1e3)
     } else {
-        format!("{x}")
+        format!("{x} ")
     }
 }
 
