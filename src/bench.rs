@@ -171,7 +171,7 @@ pub fn bench_with(
             .collect(),
         None => Vec::new(),
     };
-    kernels.sort_by(|a, b| b.1.cmp(&a.1));
+    kernels.sort_by_key(|k| std::cmp::Reverse(k.1));
     let flops = crate::report::summary::flops(&t.train.graph, batch) as f64;
     Ok((
         BenchResult {

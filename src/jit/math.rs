@@ -4,6 +4,10 @@
 //! manipulation. `tests/jit_math.rs` measures their error in ulps against the
 //! standard library.
 
+// Coefficients are written as published (Cephes, Eigen), with more digits
+// than an f32 holds.
+#![allow(clippy::excessive_precision)]
+
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;

@@ -9,6 +9,7 @@
 //! huge function would compile superlinearly slower.
 
 pub mod conv;
+pub mod conv_shift;
 pub mod helpers;
 pub mod loops;
 pub mod math;
@@ -113,7 +114,10 @@ pub struct Compiled {
 unsafe impl Send for Compiled {}
 unsafe impl Sync for Compiled {}
 
+/// Boxed so that each keeps its address while the vectors grow: the
+/// generated code holds those addresses.
 #[derive(Default)]
+#[allow(clippy::vec_box)]
 struct Descs {
     gemm: Vec<Box<GemmDesc>>,
     conv: Vec<Box<ConvDesc>>,
@@ -137,11 +141,10 @@ impl Compiled {
 /// Steps per orchestration function.
 const CHUNK: usize = 48;
 
-struct Gen<'p> {
+struct Gen {
     module: JITModule,
     ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
-    program: &'p Program,
     env: loops::Env,
     descs: Descs,
     helpers: Helpers,
@@ -227,7 +230,6 @@ pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
         ctx: module.make_context(),
         module,
         fctx: FunctionBuilderContext::new(),
-        program,
         env,
         descs: Descs::default(),
         helpers,
@@ -254,7 +256,7 @@ pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
     })
 }
 
-impl Gen<'_> {
+impl Gen {
     fn name(&mut self, prefix: &str) -> String {
         self.next_name += 1;
         format!("{prefix}{}", self.next_name)
@@ -346,7 +348,7 @@ impl Gen<'_> {
                             len,
                             value,
                         }));
-                        desc_addr(self.descs.fill.last())
+                        desc_addr(self.descs.fill.last().map(|b| &**b))
                     })
                     .collect();
                 let (f, outer, parallel, work) = self.loop_fn(lp)?;
@@ -390,7 +392,10 @@ impl Gen<'_> {
                     accumulate: gm.accumulate,
                 };
                 self.descs.gemm.push(Box::new(d));
-                Call::Helper(self.helpers.gemm, desc_addr(self.descs.gemm.last()))
+                Call::Helper(
+                    self.helpers.gemm,
+                    desc_addr(self.descs.gemm.last().map(|b| &**b)),
+                )
             }
             Step::Conv(c) => {
                 let mut d =
@@ -408,7 +413,10 @@ impl Gen<'_> {
                     None => d.x,
                 };
                 self.descs.conv.push(Box::new(d));
-                Call::Helper(self.helpers.conv, desc_addr(self.descs.conv.last()))
+                Call::Helper(
+                    self.helpers.conv,
+                    desc_addr(self.descs.conv.last().map(|b| &**b)),
+                )
             }
             Step::Pool(pl) => {
                 let mut d = PoolDesc::new(pl.kind, pl.grad, &pl.window, &pl.x.shape, &pl.y.shape);
@@ -419,7 +427,10 @@ impl Gen<'_> {
                 }
                 d.indices = pl.indices.map(|b| self.loc(Base::Buf(b), 0));
                 self.descs.pool.push(Box::new(d));
-                Call::Helper(self.helpers.pool, desc_addr(self.descs.pool.last()))
+                Call::Helper(
+                    self.helpers.pool,
+                    desc_addr(self.descs.pool.last().map(|b| &**b)),
+                )
             }
             Step::Softmax(sm) => {
                 let d = SoftmaxDesc {
@@ -431,7 +442,10 @@ impl Gen<'_> {
                     y_strides: sm.y.strides.clone(),
                 };
                 self.descs.softmax.push(Box::new(d));
-                Call::Helper(self.helpers.softmax, desc_addr(self.descs.softmax.last()))
+                Call::Helper(
+                    self.helpers.softmax,
+                    desc_addr(self.descs.softmax.last().map(|b| &**b)),
+                )
             }
             Step::Recur(r) => {
                 let mut init = Vec::new();
@@ -467,7 +481,7 @@ impl Gen<'_> {
             .map_err(jerr)?;
         self.ctx.func.signature = sig;
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());
-        let program = self.program;
+
         let env_buf = self.env.buf_base.clone();
         let frontend = self.module.target_config();
         {
@@ -478,7 +492,7 @@ impl Gen<'_> {
             b.switch_to_block(entry);
             let ctx = b.block_params(entry)[0];
             for c in calls {
-                emit_call(&mut b, module, &self.helpers, c, ctx, program, &env_buf)?;
+                emit_call(&mut b, module, &self.helpers, c, ctx, &env_buf)?;
             }
             b.ins().return_(&[]);
             b.seal_all_blocks();
@@ -543,8 +557,8 @@ enum Call {
     },
 }
 
-fn desc_addr<T>(b: Option<&Box<T>>) -> usize {
-    b.map_or(0, |b| &**b as *const T as usize)
+fn desc_addr<T>(b: Option<&T>) -> usize {
+    b.map_or(0, |b| b as *const T as usize)
 }
 
 /// Elements of a reduction's output (the product of the loop dims it does not reduce).
@@ -578,7 +592,6 @@ fn emit_call(
     h: &Helpers,
     c: &Call,
     ctx: cranelift_codegen::ir::Value,
-    program: &Program,
     buf_base: &[(u32, isize)],
 ) -> Result<(), JitError> {
     match c {
@@ -623,7 +636,7 @@ fn emit_call(
         }
         Call::Recur { recur, init, body } => {
             for i in init {
-                emit_call(b, module, h, i, ctx, program, buf_base)?;
+                emit_call(b, module, h, i, ctx, buf_base)?;
             }
             let regions = b.ins().load(types::I64, flags(), ctx, loops::CTX_REGIONS);
             let times = b.ins().load(types::I64, flags(), ctx, loops::CTX_TIMES);

@@ -133,7 +133,7 @@ impl PoolDesc {
             match idx.as_deref_mut() {
                 Some(ix) => {
                     let ix = &mut ix[a * ow..(a + 1) * ow];
-                    for b in 0..ow {
+                    for (b, (o, i)) in out.iter_mut().zip(ix.iter_mut()).enumerate() {
                         let c = c0 + b * stride;
                         let (p, q, r, t) = (top[c], top[c + 1], bot[c], bot[c + 1]);
                         let up = q > p;
@@ -143,17 +143,17 @@ impl PoolDesc {
                         let m23 = if dn { t } else { r };
                         let i23 = (w + c) as u32 + dn as u32;
                         let lower = m23 > m01;
-                        out[b] = if lower { m23 } else { m01 };
-                        ix[b] = base + if lower { i23 } else { i01 };
+                        *o = if lower { m23 } else { m01 };
+                        *i = base + if lower { i23 } else { i01 };
                     }
                 }
                 None => {
-                    for b in 0..ow {
+                    for (b, o) in out.iter_mut().enumerate() {
                         let c = c0 + b * stride;
                         let (p, q, r, t) = (top[c], top[c + 1], bot[c], bot[c + 1]);
                         let m01 = if q > p { q } else { p };
                         let m23 = if t > r { t } else { r };
-                        out[b] = if m23 > m01 { m23 } else { m01 };
+                        *o = if m23 > m01 { m23 } else { m01 };
                     }
                 }
             }
