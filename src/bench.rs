@@ -126,9 +126,8 @@ pub fn bench_with(
     steps: usize,
     profile: bool,
 ) -> Result<(BenchResult, KernelTimes), TrainError> {
-    let started = Instant::now();
     let mut t = JitTrainer::build(model, recipe, batch, None, threads, false, profile)?;
-    let compile = started.elapsed();
+    let compile = t.compile_time;
     let xs = random_inputs(model, batch, 1);
     let ints: Vec<Vec<i32>> = xs
         .iter()

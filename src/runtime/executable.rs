@@ -94,6 +94,8 @@ pub struct Executable {
     pub batch: usize,
     /// Kernel times, when compiled with profiling.
     pub profile: Option<Box<jit::Profile>>,
+    /// Scheduling and code generation (not the arena's allocation).
+    pub compile_time: std::time::Duration,
 }
 
 // SAFETY: the raw pointers in `regions` are only dereferenced during `run`,
@@ -121,14 +123,18 @@ impl Executable {
         input_lens: Vec<usize>,
         profile: bool,
     ) -> Result<Executable, CompileError> {
+        let started = std::time::Instant::now();
         let program = schedule::schedule(graph, outputs, batch, layout)?;
         let code = jit::compile(&program, profile)?;
-        Ok(Executable::from_parts(
+        let compile_time = started.elapsed();
+        let mut exe = Executable::from_parts(
             Arc::new(program),
             Arc::new(code),
             batch,
             input_lens,
-        ))
+        );
+        exe.compile_time = compile_time;
+        Ok(exe)
     }
 
     pub fn from_parts(
@@ -142,6 +148,7 @@ impl Executable {
             (!code.labels.is_empty()).then(|| Box::new(jit::Profile::new(code.labels.len())));
         Executable {
             profile,
+            compile_time: std::time::Duration::ZERO,
             regions: vec![std::ptr::null_mut(); code.regions],
             times: vec![0; code.max_depth + 1],
             arena,

@@ -48,6 +48,8 @@ pub struct JitTrainer {
     pub batch: usize,
     pub threads: usize,
     pub step: usize,
+    /// Autodiff, scheduling and code generation of the step.
+    pub compile_time: std::time::Duration,
     hypers: Vec<f32>,
     /// Index of the first gradient output, when gradients are requested.
     grads_at: Option<usize>,
@@ -77,7 +79,9 @@ impl JitTrainer {
         with_grads: bool,
         profile: bool,
     ) -> Result<JitTrainer, TrainError> {
+        let started = std::time::Instant::now();
         let train = optim::build(model, &recipe.optimizer, recipe.clip.as_ref())?;
+        let autodiff = started.elapsed();
         let param_shapes: Vec<Vec<usize>> = model.params.iter().map(|p| p.shape.at(1)).collect();
         let (param_offsets, plen) = pack(param_shapes.iter().map(|s| s.iter().product()));
         let (state_offsets, slen) = pack(
@@ -118,6 +122,7 @@ impl JitTrainer {
             .collect();
         let exe =
             Executable::with_profile(&train.graph, &outputs, batch, &layout, input_lens, profile)?;
+        let compile_time = autodiff + exe.compile_time;
         let mut params_buf = Aligned::zeros(plen);
         let init = init.unwrap_or_else(|| params::init(model, recipe.seed));
         for (i, a) in init.iter().enumerate() {
@@ -146,6 +151,7 @@ impl JitTrainer {
             batch,
             threads: threads.max(1),
             step: 0,
+            compile_time,
             hypers,
             grads_at,
         })
