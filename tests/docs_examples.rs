@@ -5,7 +5,8 @@
 //! diagnostic, exactly as `nnc check bad.nn` prints it.
 //!
 //! Valid blocks are checked as if they were files in `examples/`, so
-//! `use "blocks.nn"` finds `examples/blocks.nn`.
+//! `use "blocks.nn"` finds `examples/blocks.nn`. And every built-in of
+//! `nnc layers` is mentioned.
 
 use std::path::Path;
 
@@ -138,5 +139,26 @@ fn every_nn_block_of_the_language_reference_checks() {
         "{} code block(s) of docs/language.md fail:\n\n{}",
         failures.len(),
         failures.join("\n\n")
+    );
+}
+
+/// Every built-in layer and function (`nnc layers`) is documented.
+#[test]
+fn every_builtin_is_in_the_language_reference() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/language.md"))
+        .expect("docs/language.md is readable");
+    let missing: Vec<&str> = nnc::ir::lower::builtin_names()
+        .filter(|name| {
+            !(doc.contains(&format!("`{name}`"))
+                || doc.contains(&format!("`{name}("))
+                || doc.contains(&format!(", {name}`"))
+                || doc.contains(&format!("`{name},")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/language.md does not mention: {}",
+        missing.join(", ")
     );
 }
