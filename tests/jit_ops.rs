@@ -1,0 +1,190 @@
+//! Every primitive, forward and backward, compiled against the reference
+//! interpreter on randomised shapes: one training step of a small model
+//! built around the op gives the same loss, gradients and updated weights.
+//!
+//! Tolerance: both sides compute in f32; they differ by summation order (the
+//! products are blocked differently) and by the polynomial elementary
+//! functions (≤ 5 ulp, tests/jit_math.rs). For sums of at most a few hundred
+//! terms that is below 1e-5 relative; 1e-4 leaves room, while a wrong rule
+//! or a wrong index is off by O(1).
+
+use ndarray::ArrayD;
+use nnc::frontend::check_source;
+use nnc::gradcheck::random_inputs;
+use nnc::ir::types::DType;
+use nnc::runtime::executable::InputData;
+use nnc::runtime::jit_trainer::JitTrainer;
+use nnc::runtime::reference_trainer::{Recipe, ReferenceTrainer};
+use nnc::syntax::FsLoader;
+use proptest::prelude::*;
+
+const TOL: f64 = 1e-4;
+
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs() as f64))
+        .max(1e-20);
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
+        / scale
+}
+
+/// One SGD step of `src` (a model with a loss) compiled and interpreted.
+fn agree(src: &str, batch: usize) -> Result<(), TestCaseError> {
+    let c = check_source("op.nn", src, &FsLoader, &Default::default());
+    if c.has_errors() {
+        return Err(TestCaseError::fail(format!(
+            "{}\n{src}",
+            c.report().render(false)
+        )));
+    }
+    let m = &c.models[0];
+    let recipe = Recipe {
+        optimizer: nnc::ir::train::Optimizer {
+            lr: 0.1,
+            ..Default::default()
+        },
+        schedule: vec![],
+        clip: None,
+        total_steps: 1,
+        seed: 1,
+    };
+    let init: Vec<ArrayD<f32>> = nnc::runtime::params::init(m, 7);
+    let mut r = ReferenceTrainer::<f32>::new(m, recipe.clone(), batch, Some(init.clone()))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut j = JitTrainer::new(m, recipe, batch, Some(init), 1, true)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let xs = random_inputs(m, batch, 9);
+    let x32: Vec<ArrayD<f32>> = xs.iter().map(|a| a.mapv(|v| v as f32)).collect();
+    let ints: Vec<Vec<i32>> = xs
+        .iter()
+        .map(|a| a.iter().map(|&v| v as i32).collect())
+        .collect();
+    let floats: Vec<Vec<f32>> = x32.iter().map(|a| a.iter().copied().collect()).collect();
+    let feeds: Vec<InputData> = m
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, inp)| {
+            if inp.ty.dtype == DType::I32 {
+                InputData::I32(&ints[i])
+            } else {
+                InputData::F32(&floats[i])
+            }
+        })
+        .collect();
+    let out = r
+        .step(&x32)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let loss = j
+        .step(&feeds)
+        .map_err(|e| TestCaseError::fail(e.to_string()))? as f64;
+    prop_assert!(
+        (loss - out.loss).abs() <= TOL * out.loss.abs().max(1.0),
+        "loss {loss} vs {}\n{src}",
+        out.loss
+    );
+    for (i, p) in m.params.iter().enumerate() {
+        if let (Some(gj), Some(gr)) = (j.grad(i), out.grads[i].as_ref()) {
+            let gr: Vec<f32> = gr.iter().copied().collect();
+            let e = rel(&gj, &gr);
+            prop_assert!(e <= TOL, "gradient of {}: error {e:.2e}\n{src}", p.name);
+        }
+        let pj: Vec<f32> = j.param(i).iter().copied().collect();
+        let pr: Vec<f32> = r.params[i].iter().copied().collect();
+        prop_assert!(rel(&pj, &pr) <= TOL, "updated {}\n{src}", p.name);
+    }
+    Ok(())
+}
+
+fn cases() -> ProptestConfig {
+    ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    /// conv2d with any kernel, stride, padding, dilation and groups, forward
+    /// and both gradients (a first convolution makes the input gradient needed).
+    #[test]
+    fn conv2d(n in 1usize..3, cg in 1usize..4, og in 1usize..4, groups in 1usize..3, h in 5usize..10, w in 5usize..10,
+              k in 1usize..4, s in 1usize..3, p in 0usize..2, d in 1usize..3) {
+        let c = cg * groups;
+        prop_assume!(d * (k - 1) < h + 2 * p && d * (k - 1) < w + 2 * p);
+        let src = format!("model m {{ input x: [B, {c}, {h}, {w}]  labels y: [B] classes 2\n \
+            h1 = x |> conv2d({c}, kernel: 1)\n h2 = h1 |> conv2d({o}, kernel: {k}, stride: {s}, pad: {p}, dilation: {d}, groups: {groups})\n \
+            loss = mean(h2 * h2) + cross_entropy(h2 |> global_avgpool |> dense(2), y) }}", o = og * groups);
+        agree(&src, n)?;
+    }
+
+    /// Same-size 3×3 convolutions on maps large enough for the shifted products.
+    #[test]
+    fn conv2d_large_maps(c in 8usize..12, o in 1usize..6, h in 23usize..27) {
+        let src = format!("model m {{ input x: [B, {c}, {h}, {h}]  labels y: [B] classes 2\n \
+            h1 = x |> conv2d({c}, kernel: 1) |> conv2d({o}, kernel: 3, pad: 1) |> relu |> conv2d(2, kernel: 5, pad: 2)\n \
+            loss = cross_entropy(h1 |> global_avgpool, y) }}");
+        agree(&src, 2)?;
+    }
+
+    #[test]
+    fn conv1d(c in 1usize..4, o in 1usize..4, l in 4usize..12, k in 1usize..4, s in 1usize..3, p in 0usize..2) {
+        prop_assume!(k <= l + 2 * p);
+        let src = format!("model m {{ input x: [B, {c}, {l}]  labels y: [B, {o}]\n \
+            h = x |> conv1d({c}, kernel: 1) |> conv1d({o}, kernel: {k}, stride: {s}, pad: {p})\n \
+            loss = mse(h |> global_avgpool, y) }}");
+        agree(&src, 2)?;
+    }
+
+    /// Max and average pooling with padding, strides and ceil mode.
+    #[test]
+    fn pooling(max in any::<bool>(), k in 1usize..4, s in 1usize..3, p in 0usize..2, ceil in any::<bool>(), h in 4usize..9) {
+        prop_assume!(2 * p <= k);
+        let kind = if max { "maxpool" } else { "avgpool" };
+        let src = format!("model m {{ input x: [B, 2, {h}, {h}]  labels y: [B] classes 2\n \
+            h1 = x |> conv2d(3, kernel: 1) |> {kind}({k}, stride: {s}, pad: {p}, ceil: {ceil})\n \
+            loss = cross_entropy(h1 |> flatten |> dense(2), y) }}");
+        agree(&src, 2)?;
+    }
+
+    /// Batched products with transposes and broadcast leading axes.
+    #[test]
+    fn matmul(t in 1usize..4, k in 1usize..6, n in 1usize..6, ta in any::<bool>()) {
+        let w = if ta { "W.T" } else { "W" };
+        let shape = if ta { format!("[{n}, {k}]") } else { format!("[{k}, {n}]") };
+        let src = format!("model m {{ input x: [B, {t}, {k}]  labels y: [B, {t}, {n}]\n param W: {shape}\n \
+            h = (x |> dense({k})) @ {w}\n loss = mse(h, y) }}");
+        agree(&src, 3)?;
+    }
+
+    /// Elementwise ops with broadcasting, reductions and softmax on any axis.
+    #[test]
+    fn elementwise_and_reductions(a in 1usize..5, b in 1usize..5, axis in 0usize..3, op in 0usize..6) {
+        let f = ["x1 + x2", "x1 - x2", "x1 * x2", "x1 / (x2 * x2 + 1)", "maximum(x1, x2)", "where(x1 > x2, x1, x2 * 0.5)"][op];
+        let src = format!("model m {{ input x: [B, {a}, {b}]  labels y: [B, {a}, {b}]\n \
+            x1 = x |> dense({b})\n x2 = mean(x, axis: 1, keep: true) |> dense({b})\n e = {f}\n \
+            r = sum(e, axis: {axis}, keep: true) + max(e, axis: {axis}, keep: true)\n \
+            s = softmax(e, axis: {axis}) + log_softmax(e * 0.5, axis: {axis})\n \
+            loss = mse(e + r * s, y) }}");
+        agree(&src, 2)?;
+    }
+
+    /// Layout ops: concat, split, slice, transpose, reshape.
+    #[test]
+    fn layout(a in 1usize..4, b in 2usize..5, parts in 2usize..3) {
+        let w = b * parts;
+        let src = format!("model m {{ input x: [B, {a}, {w}]  labels y: [B, {w}, {a}]\n \
+            h = x |> dense({w})\n first = split(h, {parts})\n \
+            c = concat(h, slice(h, 0, {b}), axis: 2) |> transpose\n \
+            r = reshape(reshape(c, [{n}]) |> dense({n}), [{wb}, {a}])\n \
+            loss = mse(slice(r, 0, {w}, axis: 1), y) + mean(c) + mean(first) }}",
+            wb = w + b, n = (w + b) * a);
+        let src = src.replace("first = split", "first, _rest = split");
+        agree(&src, 2)?;
+    }
+}
