@@ -256,7 +256,9 @@ fn unary(b: &mut Builder<'_>, u: Unary, x: NodeId, y: NodeId, g: NodeId) -> Resu
             b.mul(g, d)?
         }
         Unary::Relu => {
-            let s = b.un(Unary::Step, x)?;
+            // From the output: relu(x) > 0 exactly when x > 0, and the output
+            // is usually stored anyway, so no mask or input is kept.
+            let s = b.un(Unary::Step, y)?;
             b.mul(g, s)?
         }
         Unary::Erf => {
