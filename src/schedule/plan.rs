@@ -134,7 +134,8 @@ pub fn schedule(
         }
     }
     let naive_bytes = p.buffers.iter().sum::<usize>() * 4;
-    let (offsets, arena) = memory::place(&p.buffers, &p.life);
+    let in_place = memory::in_place_candidates(&steps, &p.buffers);
+    let (offsets, arena) = memory::place_with(&p.buffers, &p.life, &in_place);
     Ok(Program {
         regions: p.regions,
         steps,
