@@ -283,15 +283,27 @@ pub fn vjp(
             None => bb.fill(0.0, bb.shape(x_arg(k))?)?,
         });
     }
+    // Uses whose gradients are one node (x·U, s·W and the bias sum of one
+    // pre-activation all receive dz) share one stacked output.
+    let mut use_out: Vec<usize> = Vec::with_capacity(use_nodes.len());
+    let first_use_out = outputs.len();
     for &u in &use_nodes {
-        outputs.push(match grads.totals.get(u.index()).copied().flatten() {
+        let g = match grads.totals.get(u.index()).copied().flatten() {
             Some(g) => g,
             None => bb.fill(0.0, bb.shape(u)?)?,
-        });
+        };
+        let at = match outputs[first_use_out..].iter().position(|&o| o == g) {
+            Some(i) => i,
+            None => {
+                outputs.push(g);
+                outputs.len() - 1 - first_use_out
+            }
+        };
+        use_out.push(seqs_needed.len() + at);
     }
     body.outputs = outputs;
 
-    let n_step_out = seqs_needed.len() + use_nodes.len();
+    let n_step_out = body.outputs.len() - nst - looped.len();
     let back = RecurOp {
         steps,
         n_seq,
@@ -326,13 +338,13 @@ pub fn vjp(
         )?);
     }
     // Batched captures: one product (or sum) over all steps at once.
-    let mut k = seqs_needed.len();
+    let mut k = 0;
     for (c, uses) in &batched {
         let cap = inputs[ns + nst + c];
         let cap_shape = b.shape(cap)?;
         let mut total: Option<NodeId> = None;
         for (_, u) in uses {
-            let dy = b.add(Op::Output { index: k }, &[rid])?;
+            let dy = b.add(Op::Output { index: use_out[k] }, &[rid])?;
             k += 1;
             let part = match *u {
                 Use::Product { lhs_arg, tb } => {
