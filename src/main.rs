@@ -10,6 +10,7 @@ mod cli;
 
 use nnc::frontend::{self, Checked};
 use nnc::ir::lower::LowerOptions;
+use nnc::runtime::programs;
 
 #[derive(Parser)]
 #[command(name = "nnc", version, about = "A compiler for .nn neural network files", long_about = None)]
@@ -136,6 +137,13 @@ enum Command {
         /// The inference graph (dropout off, batch norm on running statistics).
         #[arg(long)]
         infer: bool,
+        /// The scheduled kernels of the training step (with --infer: of the
+        /// inference pass) and the arena they share, instead of the IR.
+        #[arg(long)]
+        kernels: bool,
+        /// Batch size the kernels are scheduled for (default: the train block's, or 32).
+        #[arg(long)]
+        batch: Option<usize>,
         #[command(flatten)]
         limits: Limits,
     },
@@ -350,13 +358,34 @@ fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
             file,
             model,
             infer,
+            kernels,
+            batch,
             limits,
         } => {
             let Some(c) = load(&file, &limits.options(infer), color)? else {
                 return Ok(ExitCode::from(1));
             };
             let m = pick(&c, model.as_deref(), &file)?;
-            print!("{}", nnc::ir::dump::dump(m));
+            if !kernels {
+                print!("{}", nnc::ir::dump::dump(m));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let batch = batch
+                .or_else(|| m.train.as_ref().map(|t| t.batch))
+                .unwrap_or(32)
+                .max(1);
+            let planned = if infer {
+                programs::inference(m, batch).map_err(|e| e.to_string())?
+            } else {
+                if m.loss.is_none() {
+                    return Err(format!(
+                        "the model `{}` has no loss, so it has no training step; use --infer",
+                        m.name
+                    ));
+                }
+                programs::training(m, batch).map_err(|e| e.to_string())?
+            };
+            print!("{}", nnc::schedule::listing(&planned.program));
             Ok(ExitCode::SUCCESS)
         }
         Command::Summary {
@@ -376,6 +405,19 @@ fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
                 .max(1);
             let depth = if all { usize::MAX } else { 2 };
             print!("{}", nnc::report::summary::summary(m, batch, depth));
+            // The memory plan needs the inference graph too; its diagnostics
+            // were printed with the training one's.
+            let train = m.loss.and_then(|_| programs::training(m, batch).ok());
+            let infer_checked = frontend::check_file(&file, &limits.options(true)).ok();
+            let infer = infer_checked
+                .as_ref()
+                .filter(|c| !c.has_errors())
+                .and_then(|c| c.model(model.as_deref()))
+                .and_then(|im| programs::inference(im, batch).ok());
+            print!(
+                "{}",
+                nnc::report::memory::report(train.as_ref(), infer.as_ref(), batch)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph {

@@ -127,12 +127,7 @@ impl Executable {
         let program = schedule::schedule(graph, outputs, batch, layout)?;
         let code = jit::compile(&program, profile)?;
         let compile_time = started.elapsed();
-        let mut exe = Executable::from_parts(
-            Arc::new(program),
-            Arc::new(code),
-            batch,
-            input_lens,
-        );
+        let mut exe = Executable::from_parts(Arc::new(program), Arc::new(code), batch, input_lens);
         exe.compile_time = compile_time;
         Ok(exe)
     }

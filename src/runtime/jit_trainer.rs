@@ -5,13 +5,14 @@
 use ndarray::{ArrayD, IxDyn};
 
 use super::executable::{Aligned, CompileError, Executable, InputData};
+use super::programs::training_outputs;
 use super::reference_trainer::Recipe;
 use super::{params, schedule as lr};
 use crate::ir::build::BuildError;
 use crate::ir::model::{Model, State};
 use crate::ir::optim::{self, TrainGraph};
 use crate::rng;
-use crate::schedule::{Dest, Layout, Output};
+use crate::schedule::Layout;
 
 /// Why a trainer could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -90,26 +91,14 @@ impl JitTrainer {
                 .iter()
                 .map(|s| s.ty.shape.numel_at(batch).unwrap_or(0)),
         );
-        let mut outputs = vec![Output {
-            node: train.loss,
-            dest: Dest::Buffer,
-        }];
-        let grads_at = with_grads.then(|| {
-            let at = outputs.len();
-            outputs.extend(train.grads.iter().flatten().map(|&g| Output {
-                node: g,
-                dest: Dest::Buffer,
-            }));
-            at
-        });
-        outputs.extend(train.param_updates.iter().map(|&(p, n)| Output {
-            node: n,
-            dest: Dest::Param(p),
-        }));
-        outputs.extend(train.state_updates.iter().map(|&(s, n)| Output {
-            node: n,
-            dest: Dest::State(s),
-        }));
+        let grads: Vec<_> = if with_grads {
+            train.grads.iter().flatten().copied().collect()
+        } else {
+            Vec::new()
+        };
+        // Gradients, when wanted, are read back as outputs 1, 2, ...
+        let grads_at = with_grads.then_some(1);
+        let outputs = training_outputs(&train, &grads);
         let layout = Layout {
             param_offsets: param_offsets.clone(),
             state_offsets: state_offsets.clone(),

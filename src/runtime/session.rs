@@ -30,6 +30,7 @@
 //! # Ok::<(), nnc::runtime::session::SessionError>(())
 //! ```
 
+use crate::runtime::programs::training_outputs;
 use std::collections::HashMap;
 
 use ndarray::{ArrayD, IxDyn};
@@ -244,26 +245,16 @@ impl Session {
             return Ok(());
         }
         let t = &self.train;
-        let mut outputs = vec![Output {
-            node: t.loss,
-            dest: Dest::Buffer,
-        }];
-        if self.track_output
-            && let Some((_, node)) = self.model.outputs.first()
-        {
-            outputs.push(Output {
-                node: *node,
-                dest: Dest::Buffer,
-            });
-        }
-        outputs.extend(t.param_updates.iter().map(|&(p, n)| Output {
-            node: n,
-            dest: Dest::Param(p),
-        }));
-        outputs.extend(t.state_updates.iter().map(|&(s, n)| Output {
-            node: n,
-            dest: Dest::State(s),
-        }));
+        // The model's first output (for accuracy) is read back as output 1.
+        let tracked: Vec<_> = self
+            .model
+            .outputs
+            .first()
+            .filter(|_| self.track_output)
+            .map(|(_, node)| *node)
+            .into_iter()
+            .collect();
+        let outputs = training_outputs(t, &tracked);
         let layout = self.layout(self.state_offsets.clone(), self.model.inputs.len());
         let lens = input_lens(&self.model, b);
         let program =
