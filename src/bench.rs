@@ -171,7 +171,12 @@ pub fn bench_with(
         None => Vec::new(),
     };
     kernels.sort_by_key(|k| std::cmp::Reverse(k.1));
-    let flops = crate::report::summary::flops(&t.train.graph, batch) as f64;
+    let tg = &t.train;
+    let roots: Vec<_> = std::iter::once(tg.loss)
+        .chain(tg.param_updates.iter().map(|u| u.1))
+        .chain(tg.state_updates.iter().map(|u| u.1))
+        .collect();
+    let flops = crate::report::summary::flops_from(&tg.graph, &roots, batch) as f64;
     Ok((
         BenchResult {
             model: model.name.clone(),

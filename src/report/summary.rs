@@ -12,8 +12,24 @@ use crate::ir::ops::{Op, ParamId, RecurOp};
 /// Forward floating-point operations of a graph per batch item: 2 per
 /// multiply-add in products and convolutions, 1 per element elsewhere.
 pub fn flops(g: &Graph, batch: usize) -> u128 {
+    let all: Vec<NodeId> = (0..g.nodes.len() as u32).map(NodeId).collect();
+    flops_from(g, &all, batch)
+}
+
+/// Like [`flops`], counting only the nodes `roots` depend on: a training
+/// graph holds nodes autodiff built but nothing reads (the forward step a
+/// reverse recurrence replays, kept only where a local rule needs it).
+pub fn flops_from(g: &Graph, roots: &[NodeId], batch: usize) -> u128 {
+    let mut live = vec![false; g.nodes.len()];
+    let mut stack: Vec<NodeId> = roots.to_vec();
+    while let Some(id) = stack.pop() {
+        if std::mem::replace(&mut live[id.index()], true) {
+            continue;
+        }
+        stack.extend(g.node(id).inputs.iter().copied());
+    }
     let mut total: u128 = 0;
-    for n in &g.nodes {
+    for (n, _) in g.nodes.iter().zip(&live).filter(|(_, l)| **l) {
         let Some(ty) = &n.ty else { continue };
         let out = ty.shape.numel_at(batch).unwrap_or(0) as u128;
         let input = |i: usize| {
@@ -59,7 +75,7 @@ pub fn flops(g: &Graph, batch: usize) -> u128 {
                 input(0).iter().product::<usize>() as u128
             }
             Op::Unary(_) | Op::Binary(_) | Op::Where => out,
-            Op::Recur(r) => flops(&r.body, batch) * r.steps as u128,
+            Op::Recur(r) => flops_from(&r.body, &r.body.outputs, batch) * r.steps as u128,
             _ => 0,
         };
     }
