@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Peer benchmark: training-step time of the five nnc benchmark models in
-PyTorch eager, torch.compile and jax.jit on the CPU, at a chosen thread count.
+nnc, PyTorch eager, torch.compile and jax.jit on the CPU, at a chosen thread count.
 
-  /work/venv-peers/bin/python bench/peers/bench.py --threads 1,2 --json out.json
+  /work/venv-peers/bin/python bench/peers/bench.py --threads 1,2 --nice -15 --json out.json
+  /work/venv-peers/bin/python bench/report.py out.json     # Markdown for BENCHMARKS.md
 
 Each (variant, thread count) runs in a fresh subprocess, because the thread
 settings must be in place before torch / jax is imported:
@@ -15,6 +16,19 @@ settings must be in place before torch / jax is imported:
     XLA_FLAGS=--xla_cpu_multi_thread_eigen=false (single-threaded Eigen kernels).
 The measured CPU utilisation (process CPU time / wall time during the timed
 loop) is reported as a check that the limit holds: it can't exceed N.
+
+The "nnc" variant (run first at each thread count) gets the same worker process,
+affinity and nice value, but imports neither torch nor jax: per model it runs
+`nnc bench bench/models/<model>.nn --threads N --batch B --json` as a child process
+(which inherits the affinity, the nice value and the autogroup), first a 10-step
+probe to estimate the step time, then the measured run with the number of steps
+chosen like the peers' loop: at least --steps and --min-time seconds, at most
+--max-time seconds (never fewer than 5 steps).  Its compile_ms is nnc's own
+measurement of compilation alone (autodiff + scheduling + Cranelift codegen, no
+step); its cpu_util is the child's CPU time (getrusage) over its wall time, for the
+whole run (compilation, warm-up and a ~40 ms FMA-peak probe included).  The binary
+is target/release/nnc, built with `cargo build --release` before the run if it is
+missing or --build is given; --nnc PATH uses another binary instead.
 
 Per (model, variant, threads) the worker measures
   compile_ms  wall time of the very first training step (tracing + compilation
@@ -31,7 +45,9 @@ A step is: zero grads, forward, softmax cross-entropy, backward, Adam update
 The batch is one fixed, seeded random batch (no data loading in the timing).
 
 Output: one JSON object per line per (model, variant, threads) on stdout (and
-into --json FILE), then a readable table.  A variant that fails (import error,
+into --json FILE), then a readable table and a pivot of the medians with, per
+thread count, nnc's median over the best peer's (nnc/best; nnc is never the best
+peer).  bench/report.py turns the JSON lines into Markdown.  A variant that fails (import error,
 compile error, crash, timeout) yields a line with "status": "error" and the
 rest continue.
 """
@@ -41,6 +57,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import shutil
@@ -54,7 +71,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ["torch-eager", "torch-compile", "jax-jit"]
+ROOT = HERE.parent.parent  # the nnc repository
+VARIANTS = ["nnc", "torch-eager", "torch-compile", "jax-jit"]
+NNC_PROBE_STEPS = 10
 MARK = "@@RESULT "  # prefix of the worker's result lines
 
 
@@ -78,12 +97,103 @@ def thread_env(threads: int) -> dict:
     return env
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or the platform's guess)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def nnc_meta(args) -> dict:
+    """Which nnc binary ran: path, `nnc --version`, build time, the repository's commit."""
+    meta = {"nnc_binary": args.nnc}
+    try:
+        meta["nnc"] = subprocess.run([args.nnc, "--version"], capture_output=True, text=True,
+                                     timeout=30).stdout.strip().removeprefix("nnc ")
+        meta["nnc_built"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(os.stat(args.nnc).st_mtime))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        meta["nnc_commit"] = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                                            capture_output=True, text=True, timeout=30).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return meta
+
+
 def cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
 
 
+def nnc_bench(model: str, threads: int, batch: int, steps: int, args):
+    """Runs `nnc bench ... --json` once; returns (its JSON, child CPU s, child wall s)."""
+    import resource
+
+    src = Path(args.nnc_models) / f"{model}.nn"
+    cmd = [args.nnc, "bench", str(src), "--threads", str(threads), "--batch", str(batch),
+           "--steps", str(steps), "--warmup", str(args.warmup), "--json"]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    w0 = time.perf_counter()
+    # The child inherits this worker's affinity, nice value and autogroup.
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"nnc bench --steps {steps} killed after --timeout {args.timeout:g} s") from None
+    wall = time.perf_counter() - w0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    if p.returncode != 0:
+        lines = [ln for ln in (p.stderr + "\n" + p.stdout).splitlines() if ln.strip()]
+        raise RuntimeError(f"nnc bench exited with {p.returncode}: " + (lines[-1] if lines else "no output"))
+    js = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if not js:
+        raise RuntimeError("nnc bench printed no JSON line: " + p.stdout.strip()[-200:])
+    return json.loads(js[-1]), cpu, wall
+
+
+def nnc_steps(step_s: float, args) -> int:
+    """Timed steps for a step of `step_s` seconds, the peers' stopping rule in advance:
+    at least --steps and --min-time s, at most --max-time s, never fewer than 5."""
+    step_s = max(step_s, 1e-7)
+    n = max(args.steps, math.ceil(args.min_time / step_s))
+    return max(5, min(n, int(args.max_time / step_s)))
+
+
+def run_nnc(model: str, threads: int, args) -> dict:
+    import models as M  # numpy only, no framework
+
+    batch = M.SPECS[model].batch
+    rec = {"model": model, "variant": "nnc", "threads": threads, "batch": batch}
+    probe, _, _ = nnc_bench(model, threads, batch, NNC_PROBE_STEPS, args)
+    rec["probe_median_ms"] = probe["median_ms"]
+    rec["probe_compile_ms"] = probe["compile_ms"]
+    steps = nnc_steps(probe["median_ms"] / 1e3, args)
+    rec["loadavg_before"] = os.getloadavg()[0]
+    out, cpu, wall = nnc_bench(model, threads, batch, steps, args)
+    rec["loadavg_after"] = os.getloadavg()[0]
+    if out.get("batch", batch) != batch or out.get("threads", threads) != threads:
+        raise RuntimeError(f"nnc bench ran batch {out.get('batch')} threads {out.get('threads')}, "
+                           f"asked for {batch} / {threads}")
+    rec.update(compile_ms=out["compile_ms"], median_ms=out["median_ms"], min_ms=out["min_ms"],
+               max_ms=out["max_ms"], steps=out.get("steps", steps))
+    for k in ("gflops", "peak_fraction", "memory_bytes", "naive_bytes"):
+        rec[k] = out.get(k)
+    # Over the child's whole run: compilation, warm-up, timed steps, FMA-peak probe.
+    rec["cpu_util"] = round(cpu / wall, 2) if wall > 0 else None
+    rec["child_cpu_s"] = round(cpu, 3)
+    rec["child_wall_s"] = round(wall, 3)
+    return rec
+
+
 def run_model(model: str, variant: str, threads: int, args) -> dict:
+    if variant == "nnc":
+        return run_nnc(model, threads, args)
     import models as M
 
     rec = {"model": model, "variant": variant, "threads": threads, "batch": M.SPECS[model].batch}
@@ -154,6 +264,9 @@ def run_model(model: str, variant: str, threads: int, args) -> dict:
     rec.update(steps=len(ms), median_ms=statistics.median(ms), min_ms=min(ms), max_ms=max(ms),
                mean_ms=statistics.fmean(ms))
     rec["os_threads"] = len(os.listdir("/proc/self/task"))
+    if variant == "torch-eager":
+        # After the timing: the profiler's hooks must not slow the timed steps.
+        rec["memory"] = M.torch_training_memory(step, x, y)
     return rec
 
 
@@ -178,12 +291,15 @@ def worker(args):
     os.environ.update(thread_env(threads))
     sys.path.insert(0, str(HERE))
 
-    meta = {"cores": cores, "nice": os.getpriority(os.PRIO_PROCESS, 0), "python": platform.python_version()}
+    meta = {"cores": cores, "nice": os.getpriority(os.PRIO_PROCESS, 0), "python": platform.python_version(),
+            "cpu": cpu_model()}
     try:
         meta["autogroup"] = open("/proc/self/autogroup").read().strip()
     except OSError:
         pass
-    if variant.startswith("torch"):
+    if variant == "nnc":
+        meta.update(nnc_meta(args))
+    elif variant.startswith("torch"):
         import torch
 
         torch.set_num_threads(threads)
@@ -211,6 +327,7 @@ def worker(args):
                    "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"}
         gc.unfreeze()
         rec.update(meta)
+        rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         print(MARK + json.dumps(rec), flush=True)
 
 
@@ -222,6 +339,14 @@ def run_worker(variant, threads, models, args, log):
     """Runs one worker; relaunches it on the remaining models if it dies mid-way."""
     results = []
     todo = list(models)
+    if variant == "nnc" and args.nnc_error:
+        # No usable binary (the build failed): every model fails the same way.
+        for m in todo:
+            obj = {"model": m, "variant": variant, "threads": threads, "status": "error",
+                   "error": args.nnc_error}
+            results.append(obj)
+            emit(obj, args, log)
+        return results
     cache = None
     if variant == "torch-compile" and not args.warm_cache:
         # Cold compilation: a private, empty Inductor cache for this worker, removed afterwards.
@@ -241,7 +366,9 @@ def _run_worker_once(variant, threads, todo, args, log, results, cache):
            "--variants", variant, "--threads", str(threads), "--models", ",".join(todo),
            "--steps", str(args.steps), "--min-time", str(args.min_time),
            "--max-time", str(args.max_time), "--warmup", str(args.warmup),
-           "--seed", str(args.seed), "--torch-adam", args.torch_adam, "--nice", str(args.nice)] + (["--warm-cache"] if args.warm_cache else [])
+           "--seed", str(args.seed), "--torch-adam", args.torch_adam, "--nice", str(args.nice),
+           "--timeout", str(args.timeout), "--nnc", args.nnc, "--nnc-models", str(args.nnc_models)] \
+        + (["--warm-cache"] if args.warm_cache else [])
     env = dict(os.environ)
     env.update(thread_env(threads))
     env["PYTHONWARNINGS"] = "ignore"
@@ -317,8 +444,13 @@ def fmt_ms(v):
     return f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
 
 
+def fmt_util(v):
+    return "-" if v is None else f"{v:4.2f}"
+
+
 def table(results, models, variants, threads):
-    lines = []
+    lines = ["compile s: for nnc its compilation alone (autodiff + scheduling + codegen), "
+             "for the peers the first step (tracing + compilation + one step)"]
     hdr = f"{'model':12s} {'variant':14s} {'thr':>3s} {'compile s':>9s} {'median ms':>10s} {'min ms':>9s} {'max ms':>9s} {'steps':>6s} {'cpu':>4s}"
     lines += [hdr, "-" * len(hdr)]
     key = {(r["model"], r["variant"], r["threads"]): r for r in results}
@@ -332,27 +464,77 @@ def table(results, models, variants, threads):
                     lines.append(f"{m:12s} {v:14s} {t:3d} FAILED: {r.get('error', '')[:90]}")
                     continue
                 lines.append(f"{m:12s} {v:14s} {t:3d} {r['compile_ms'] / 1e3:9.2f} {fmt_ms(r['median_ms']):>10s} "
-                             f"{fmt_ms(r['min_ms']):>9s} {fmt_ms(r['max_ms']):>9s} {r['steps']:6d} {r['cpu_util']:4.2f}")
+                             f"{fmt_ms(r['min_ms']):>9s} {fmt_ms(r['max_ms']):>9s} {r['steps']:6d} {fmt_util(r.get('cpu_util')):>4s}")
     # Compact pivot: median ms per step, model x (variant, threads), best marked with *.
-    lines += ["", "median ms/step (* = best peer at that thread count)"]
+    # nnc/best@t: nnc's median over the best peer's (nnc itself is never the "best peer").
+    lines += ["", "median ms/step (* = best peer at that thread count; nnc/best = nnc median / best peer median)"]
     cols = [(v, t) for t in threads for v in variants]
-    lines.append(f"{'model':12s} " + " ".join(f"{v + '@' + str(t):>17s}" for v, t in cols))
+    ratio_cols = [t for t in threads if "nnc" in variants]
+    labels = [f"{v}@{t}" for v, t in cols] + [f"nnc/best@{t}" for t in ratio_cols]
+    widths = [max(len(lb), 8) for lb in labels]
+    lines.append(f"{'model':12s} " + " ".join(f"{lb:>{w}s}" for lb, w in zip(labels, widths)))
+
+    def ok(m, v, t):
+        r = key.get((m, v, t))
+        return r if r is not None and r["status"] == "ok" else None
+
     for m in models:
         best = {}
         for t in threads:
-            ok = [key[(m, v, t)]["median_ms"] for v in variants
-                  if key.get((m, v, t), {}).get("status") == "ok"]
-            best[t] = min(ok) if ok else None
+            peers = [ok(m, v, t)["median_ms"] for v in variants if v != "nnc" and ok(m, v, t)]
+            best[t] = min(peers) if peers else None
         cells = []
         for v, t in cols:
             r = key.get((m, v, t))
             if r is None or r["status"] != "ok":
-                cells.append(f"{'FAILED' if r else '-':>17s}")
+                cells.append("FAILED" if r else "-")
             else:
-                star = "*" if r["median_ms"] == best[t] else " "
-                cells.append(f"{fmt_ms(r['median_ms']) + star:>17s}")
-        lines.append(f"{m:12s} " + " ".join(cells))
+                star = "*" if v != "nnc" and r["median_ms"] == best[t] else " "
+                cells.append(fmt_ms(r["median_ms"]) + star)
+        for t in ratio_cols:
+            r = ok(m, "nnc", t)
+            cells.append(f"{r['median_ms'] / best[t]:.2f}" if r and best[t] else "-")
+        lines.append(f"{m:12s} " + " ".join(f"{c:>{w}s}" for c, w in zip(cells, widths)))
     return "\n".join(lines)
+
+
+def ensure_nnc(args):
+    """Resolves the nnc binary; builds target/release/nnc if it is missing or --build.
+    Sets args.nnc (path) and args.nnc_error (None, or why the nnc variant cannot run)."""
+    args.nnc_error = None
+    if args.nnc:
+        found = shutil.which(args.nnc) if os.sep not in args.nnc else None
+        args.nnc = found or str(Path(args.nnc).resolve())
+        if args.build:
+            print("# --build ignored: --nnc names the binary", file=sys.stderr, flush=True)
+        return
+    binary = ROOT / "target" / "release" / "nnc"
+    args.nnc = str(binary)
+    if binary.exists() and not args.build:
+        return
+    cmd = ["cargo", "build", "--release"]
+    print(f"# building nnc: {' '.join(cmd)} (in {ROOT})", file=sys.stderr, flush=True)
+    t0 = time.time()
+    try:
+        # cargo's output goes to stderr as it comes (stdout carries only the JSON lines);
+        # its last lines are kept for the error records.
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as e:
+        args.nnc_error = f"cargo build --release could not start: {e}"
+        return
+    tail = []
+    for line in p.stdout:
+        sys.stderr.write(line)
+        tail = (tail + [line.strip()])[-3:]
+    rc = p.wait()
+    if rc != 0:
+        args.nnc_error = f"cargo build --release failed ({rc}): " + " | ".join(tail)[-400:]
+    elif not binary.exists():
+        args.nnc_error = f"cargo build --release did not produce {binary}"
+    else:
+        print(f"# built {binary} in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    if args.nnc_error:
+        print("# " + args.nnc_error, file=sys.stderr, flush=True)
 
 
 def csv_list(s):
@@ -384,6 +566,13 @@ def main():
                     help="run the workers at this nice value; negative (root only, e.g. -15) keeps "
                          "other processes on a shared machine from disturbing the timings")
     ap.add_argument("--json", metavar="FILE", help="also write the JSON lines to FILE")
+    ap.add_argument("--nnc", metavar="PATH",
+                    help="nnc binary for the nnc variant (default: target/release/nnc of this "
+                         "repository, built with cargo build --release if missing)")
+    ap.add_argument("--build", action="store_true",
+                    help="run cargo build --release before starting (default: only if the binary is missing)")
+    ap.add_argument("--nnc-models", metavar="DIR", default=str(ROOT / "bench" / "models"),
+                    help="directory of the nnc models <model>.nn (default: bench/models)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -397,6 +586,12 @@ def main():
     for t in args.threads:
         if not 1 <= t <= ncpu:
             ap.error(f"--threads {t}: this process may use {ncpu} cores")
+    # nnc runs first at each thread count; the peers in the order given.
+    args.variants = sorted(dict.fromkeys(args.variants), key=lambda v: v != "nnc")
+    if "nnc" in args.variants:
+        ensure_nnc(args)
+    else:
+        args.nnc, args.nnc_error = args.nnc or "", None
 
     log = open(args.json, "w") if args.json else None
     results = []
@@ -408,8 +603,9 @@ def main():
     if log:
         log.close()
     print()
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}  "
-          f"{ncpu} cores allowed  total {time.time() - t_start:.0f} s")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {cpu_model()}  "
+          f"{ncpu} cores allowed  total {time.time() - t_start:.0f} s"
+          + (f"  nnc: {args.nnc}" if "nnc" in args.variants else ""))
     print(table(results, args.models, args.variants, args.threads))
     return 0 if all(r["status"] == "ok" for r in results) else 1
 
