@@ -191,10 +191,11 @@ def run_section(path, recs, all_recs):
 
 
 def target_section(recs, threads, models):
+    peers = order({k[1] for k in recs if k[1] != "nnc"}, VARIANTS)
     lines = ["## nnc against the best peer", "",
-             "Median time of one training step. Best peer = the fastest of PyTorch eager, torch.compile "
-             "and JAX jit at that thread count. Ratio = nnc / best peer (below 1: nnc is faster); "
-             "the target is met when the ratio is at or below it.", ""]
+             "Median time of one training step. Best peer = the fastest at that thread count of the "
+             f"peers measured in this run ({', '.join(peers) or 'none'}). Ratio = nnc / best peer "
+             "(below 1: nnc is faster); the target is met when the ratio is at or below it.", ""]
     for t in threads:
         rows, met, total = [], 0, 0
         for m in models:
