@@ -222,6 +222,40 @@ def torch_setup(name: str, compiled: bool, seed: int = 0, adam_impl: str = "defa
     return step, x, y, model
 
 
+
+def torch_training_memory(step, x, y) -> dict:
+    """Eager PyTorch's peak tensor memory during one training step, in bytes.
+
+    Measured with torch.profiler's memory timeline (every CPU tensor allocation and
+    free, each tagged parameter, optimizer state, input, temporary, activation,
+    gradient or autograd detail): the largest total over the step with the input
+    batch left out, as nnc's training memory leaves out the caller's input too.
+    Call it after a few steps, so that the optimizer state exists.
+    """
+    import json
+    import tempfile
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True,
+                 record_shapes=True, with_stack=True) as prof:
+        step(x, y)
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the timeline export is deprecated, not yet replaced on CPU
+        path = f"{d}/timeline.json"
+        prof.export_memory_timeline(path, device="cpu")
+        with open(path) as f:
+            _, sizes = json.load(f)
+    # Columns: [?, parameter, optimizer state, input, temporary, activation,
+    # gradient, autograd detail, unknown] (torch.profiler._memory_profiler).
+    names = ["parameter", "optimizer", "input", "temporary", "activation", "gradient",
+             "autograd", "unknown"]
+    peak = max(sizes, key=lambda s: sum(s) - s[3])
+    out = dict(zip(names, peak[1:]))
+    out["total"] = sum(peak) - peak[3]
+    return out
+
 # ----------------------------------------------------------------------------
 # JAX (plain jax.numpy + jax.lax, hand-written Adam)
 # ----------------------------------------------------------------------------
