@@ -236,7 +236,18 @@ pub fn emit(
         let ptrs = outer_pointers(b, pre, &entry, &idx);
         let j = b.ins().iconst(types::I64, 0);
         let mut accs = init_accs(b, pre, types::F32);
-        body(b, lp, pre, &entry, &ptrs, &idx, j, types::F32, &mut accs);
+        body(
+            b,
+            lp,
+            pre,
+            &entry,
+            &ptrs,
+            &idx,
+            j,
+            types::F32,
+            &mut accs,
+            &Hoisted::new(),
+        );
         finish_accs(b, pre, &ptrs, accs, None);
         b.ins().return_(&[]);
         return;
@@ -392,38 +403,26 @@ fn inner(
             .reduces
             .iter()
             .all(|(_, _, _, a)| matches!(inner_stride(a), 0 | 4));
+    let hoisted = hoist(b, pre, &ptrs, vectorizable);
     let mut scalar_accs;
     let mut from = lo;
     if vectorizable {
-        let accs = init_accs(b, pre, types::F32X4);
-        let head = b.create_block();
-        let done = b.create_block();
-        b.append_block_param(head, types::I64);
-        b.append_block_param(done, types::I64);
-        for _ in &accs {
-            b.append_block_param(head, types::F32X4);
-            b.append_block_param(done, types::F32X4);
-        }
-        let lo4 = b.ins().iadd_imm_s(lo, 4);
-        let enter = b.ins().icmp(IntCC::SignedLessThanOrEqual, lo4, hi);
-        let mut args = vec![BlockArg::Value(lo)];
-        args.extend(accs.iter().map(|a| BlockArg::Value(*a)));
-        b.ins().brif(enter, head, &args, done, &args);
-        b.switch_to_block(head);
-        let j = b.block_params(head)[0];
-        let mut cur: Vec<Value> = b.block_params(head)[1..].to_vec();
-        body(b, lp, pre, entry, &ptrs, idx, j, types::F32X4, &mut cur);
-        let next = b.ins().iadd_imm_s(j, 4);
-        let next4 = b.ins().iadd_imm_s(j, 8);
-        let more = b.ins().icmp(IntCC::SignedLessThanOrEqual, next4, hi);
-        let mut again = vec![BlockArg::Value(next)];
-        again.extend(cur.iter().map(|v| BlockArg::Value(*v)));
-        b.ins().brif(more, head, &again, done, &again);
-        b.switch_to_block(done);
-        from = b.block_params(done)[0];
-        let vaccs: Vec<Value> = b.block_params(done)[1..].to_vec();
+        let mut accs = init_accs(b, pre, types::F32X4);
+        // Unrolled while 16 elements remain (4 for heavy bodies, whose
+        // registers would spill), then one vector at a time.
+        let unroll = if lp.ops.len() <= 40 { 4 } else { 2 };
+        let args = VectorLoop {
+            lp,
+            pre,
+            entry,
+            ptrs: &ptrs,
+            hoisted: &hoisted,
+            idx,
+        };
+        (from, accs) = args.emit(b, from, hi, accs, unroll);
+        (from, accs) = args.emit(b, from, hi, accs, 1);
         // Horizontal reduction of the vector accumulators into scalars.
-        scalar_accs = vaccs
+        scalar_accs = accs
             .iter()
             .zip(pre.reduces.iter().filter(|r| inner_stride(&r.3) == 0))
             .map(|(&v, r)| hreduce(b, v, r.1))
@@ -447,7 +446,18 @@ fn inner(
     b.switch_to_block(head);
     let j = b.block_params(head)[0];
     let mut cur: Vec<Value> = b.block_params(head)[1..].to_vec();
-    body(b, lp, pre, entry, &ptrs, idx, j, types::F32, &mut cur);
+    body(
+        b,
+        lp,
+        pre,
+        entry,
+        &ptrs,
+        idx,
+        j,
+        types::F32,
+        &mut cur,
+        &hoisted,
+    );
     let next = b.ins().iadd_imm_s(j, 1);
     let more = b.ins().icmp(IntCC::SignedLessThan, next, hi);
     let mut again = vec![BlockArg::Value(next)];
@@ -457,6 +467,111 @@ fn inner(
     b.switch_to_block(done);
     scalar_accs = b.block_params(done).to_vec();
     finish_accs(b, pre, &ptrs, scalar_accs, Some(rank - 1));
+}
+
+/// Loads that do not move along the innermost dimension, done once before
+/// it: (scalar, splat) by op index.
+type Hoisted = HashMap<usize, (Value, Value)>;
+
+fn hoist(
+    b: &mut FunctionBuilder<'_>,
+    pre: &Prepared,
+    ptrs: &HashMap<(u8, usize), Value>,
+    vector: bool,
+) -> Hoisted {
+    let rank = pre.dims.len();
+    let mut out = Hoisted::new();
+    let mut loads: Vec<(&usize, &Acc)> = pre.loads.iter().collect();
+    loads.sort_by_key(|l| *l.0);
+    for (&i, a) in loads {
+        if a.strides[rank - 1] != 0 {
+            continue;
+        }
+        let p = ptrs[&(0, i)];
+        let scalar = if a.int {
+            let v = b.ins().load(types::I32, flags(), p, 0);
+            b.ins().fcvt_from_sint(types::F32, v)
+        } else {
+            b.ins().load(types::F32, flags().with_readonly(), p, 0)
+        };
+        let splat = if vector {
+            b.ins().splat(types::F32X4, scalar)
+        } else {
+            scalar
+        };
+        out.insert(i, (scalar, splat));
+    }
+    out
+}
+
+/// What the vector loops of one innermost dimension share.
+struct VectorLoop<'a> {
+    lp: &'a Loop,
+    pre: &'a Prepared,
+    entry: &'a Entry,
+    ptrs: &'a HashMap<(u8, usize), Value>,
+    hoisted: &'a Hoisted,
+    idx: &'a [Value],
+}
+
+impl VectorLoop<'_> {
+    /// f32x4 steps, `unroll` per iteration, from `from` while 4·`unroll`
+    /// elements remain before `hi`; returns where it stopped and the
+    /// accumulators.
+    fn emit(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        from: Value,
+        hi: Value,
+        accs: Vec<Value>,
+        unroll: i64,
+    ) -> (Value, Vec<Value>) {
+        let width = 4 * unroll;
+        let head = b.create_block();
+        let done = b.create_block();
+        b.append_block_param(head, types::I64);
+        b.append_block_param(done, types::I64);
+        for _ in &accs {
+            b.append_block_param(head, types::F32X4);
+            b.append_block_param(done, types::F32X4);
+        }
+        let first_end = b.ins().iadd_imm_s(from, width);
+        let enter = b.ins().icmp(IntCC::SignedLessThanOrEqual, first_end, hi);
+        let mut args = vec![BlockArg::Value(from)];
+        args.extend(accs.iter().map(|a| BlockArg::Value(*a)));
+        b.ins().brif(enter, head, &args, done, &args);
+        b.switch_to_block(head);
+        let j = b.block_params(head)[0];
+        let mut cur: Vec<Value> = b.block_params(head)[1..].to_vec();
+        for u in 0..unroll {
+            let ju = if u == 0 {
+                j
+            } else {
+                b.ins().iadd_imm_s(j, 4 * u)
+            };
+            body(
+                b,
+                self.lp,
+                self.pre,
+                self.entry,
+                self.ptrs,
+                self.idx,
+                ju,
+                types::F32X4,
+                &mut cur,
+                self.hoisted,
+            );
+        }
+        let next = b.ins().iadd_imm_s(j, width);
+        let next_end = b.ins().iadd_imm_s(j, 2 * width);
+        let more = b.ins().icmp(IntCC::SignedLessThanOrEqual, next_end, hi);
+        let mut again = vec![BlockArg::Value(next)];
+        again.extend(cur.iter().map(|v| BlockArg::Value(*v)));
+        b.ins().brif(more, head, &again, done, &again);
+        b.switch_to_block(done);
+        let params = b.block_params(done).to_vec();
+        (params[0], params[1..].to_vec())
+    }
 }
 
 /// Initial accumulators of the reductions along the innermost dimension.
@@ -528,6 +643,7 @@ fn body(
     j: Value,
     ty: Type,
     accs: &mut [Value],
+    hoisted: &Hoisted,
 ) {
     let rank = pre.dims.len();
     let vector = ty.is_vector();
@@ -542,6 +658,10 @@ fn body(
     let mut vals: Vec<Value> = Vec::with_capacity(lp.ops.len());
     for (i, op) in lp.ops.iter().enumerate() {
         let v = match op {
+            LOp::Load(_) if hoisted.contains_key(&i) => {
+                let (scalar, splat) = hoisted[&i];
+                if vector { splat } else { scalar }
+            }
             LOp::Load(_) => {
                 let a = &pre.loads[&i];
                 let stride = if rank == 0 { 0 } else { a.strides[rank - 1] };
