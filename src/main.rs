@@ -218,6 +218,33 @@ fn print_profile(kernels: &nnc::bench::KernelTimes, runs: usize) {
             label.trim_start()
         );
     }
+    // Totals by kind of kernel ("conv GradWeight", "gemm", "loop", ...).
+    let mut kinds: Vec<(String, f64, u64)> = Vec::new();
+    for (label, d, n) in kernels {
+        let words: Vec<&str> = label.split_whitespace().take(2).collect();
+        let kind = match words.as_slice() {
+            ["conv", k, ..] => format!("conv {k}"),
+            [w, ..] => w.trim_end_matches(':').to_string(),
+            [] => "?".to_string(),
+        };
+        match kinds.iter_mut().find(|k| k.0 == kind) {
+            Some(k) => {
+                k.1 += d.as_secs_f64();
+                k.2 += n;
+            }
+            None => kinds.push((kind, d.as_secs_f64(), *n)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("  by kind:");
+    for (kind, d, n) in kinds {
+        println!(
+            "  {:>9.3} ms {:>5.1} % {:>6}x  {kind}",
+            d * 1e3 / runs as f64,
+            100.0 * d / total.max(1e-12),
+            n / runs as u64,
+        );
+    }
 }
 
 fn run(cmd: Command, color: bool) -> Result<ExitCode, String> {
