@@ -27,10 +27,23 @@ impl Loc {
     }
 }
 
+/// Products of at least this many multiply-adds are split across threads;
+/// smaller ones run faster on one (measured on the benchmark models).
+const GEMM_SPLIT_WORK: usize = 1 << 20;
+/// Loops of at least this many element-operations are split.
+const LOOP_SPLIT_WORK: i64 = 1 << 18;
+
+pub fn gemm_splits(work: usize) -> bool {
+    work >= GEMM_SPLIT_WORK
+}
+
+pub fn loop_splits(work: i64, outer: i64) -> bool {
+    work >= LOOP_SPLIT_WORK && outer >= 2
+}
+
 fn parallelism(ctx: *const Ctx, work: usize) -> Parallelism {
     let threads = unsafe { (*ctx).threads };
-    // Small products run faster on one thread than split.
-    if threads > 1 && work >= 1 << 18 {
+    if threads > 1 && gemm_splits(work) {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
@@ -300,7 +313,7 @@ pub type LoopFn = unsafe extern "C" fn(*const Ctx, i64, i64);
 pub unsafe extern "C" fn nnc_parallel(ctx: *const Ctx, f: LoopFn, n: i64, work: i64) {
     unsafe {
         let threads = (*ctx).threads;
-        if threads <= 1 || work < 1 << 16 || n < 2 {
+        if threads <= 1 || !loop_splits(work, n) {
             f(ctx, 0, n);
             return;
         }

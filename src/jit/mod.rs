@@ -107,6 +107,10 @@ pub struct Compiled {
     pub kernels: usize,
     /// What each profiled kernel is (when compiled with profiling).
     pub labels: Vec<String>,
+    /// Whether any kernel is large enough to split across threads; when
+    /// none is, a step runs on the caller's thread alone, sparing the
+    /// hand-off to the pool (microseconds, a fifth of a small MLP's step).
+    pub threaded: bool,
 }
 
 // SAFETY: the generated code and descriptors are immutable after compilation;
@@ -153,6 +157,7 @@ struct Gen {
     max_depth: usize,
     profile: bool,
     labels: Vec<String>,
+    threaded: bool,
 }
 
 struct Helpers {
@@ -238,6 +243,7 @@ pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
         max_depth: 0,
         profile,
         labels: Vec::new(),
+        threaded: false,
     };
     let top = g.steps_fn(&program.steps, 0)?;
     g.module.finalize_definitions().map_err(jerr)?;
@@ -253,6 +259,7 @@ pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
         compile_time: started.elapsed(),
         kernels: g.kernels,
         labels: g.labels,
+        threaded: g.threaded,
     })
 }
 
@@ -352,6 +359,7 @@ impl Gen {
                     })
                     .collect();
                 let (f, outer, parallel, work) = self.loop_fn(lp)?;
+                self.threaded |= parallel && helpers::loop_splits(work, outer);
                 Call::Loop {
                     f,
                     outer,
@@ -363,6 +371,7 @@ impl Gen {
             Step::Copy { from, to } => {
                 let lp = copy_loop(from, to);
                 let (f, outer, parallel, work) = self.loop_fn(&lp)?;
+                self.threaded |= parallel && helpers::loop_splits(work, outer);
                 Call::Loop {
                     f,
                     outer,
@@ -372,6 +381,7 @@ impl Gen {
                 }
             }
             Step::Gemm(gm) => {
+                self.threaded |= helpers::gemm_splits(gm.m * gm.n * gm.k);
                 let d = GemmDesc {
                     m: gm.m,
                     n: gm.n,
@@ -398,6 +408,7 @@ impl Gen {
                 )
             }
             Step::Conv(c) => {
+                self.threaded = true;
                 let mut d =
                     ConvDesc::from_window(&c.window, &c.x.shape, &c.w.shape, &c.y.shape, c.groups);
                 d.kind = match c.kind {
@@ -419,6 +430,7 @@ impl Gen {
                 )
             }
             Step::Pool(pl) => {
+                self.threaded = true;
                 let mut d = PoolDesc::new(pl.kind, pl.grad, &pl.window, &pl.x.shape, &pl.y.shape);
                 d.x = self.loc(pl.x.base, pl.x.offset);
                 d.y = self.loc(pl.y.base, pl.y.offset);
@@ -452,6 +464,7 @@ impl Gen {
                 for s in &r.states {
                     let to = View::contiguous(Base::Buf(s.buffers[0]), &s.shape, DType::F32);
                     let (f, outer, parallel, work) = self.loop_fn(&copy_loop(&s.init, &to))?;
+                    self.threaded |= parallel && helpers::loop_splits(work, outer);
                     init.push(Call::Loop {
                         f,
                         outer,

@@ -172,21 +172,15 @@ impl JitTrainer {
             &self.hypers,
             &mut self.exe,
         );
-        let mut run = || {
-            exe.run(
-                params.as_mut_slice(),
-                states.as_mut_slice(),
-                hypers,
-                inputs,
-                seed,
-                threads,
-                sizes,
-            )
-        };
-        let result = match super::pool(threads).filter(|_| threads > 1) {
-            Some(pool) => pool.install(&mut run),
-            None => run(),
-        };
+        let result = exe.run(
+            params.as_mut_slice(),
+            states.as_mut_slice(),
+            hypers,
+            inputs,
+            seed,
+            threads,
+            sizes,
+        );
         result.map_err(TrainError::Input)?;
         self.step += 1;
         Ok(self

@@ -306,16 +306,6 @@ impl Session {
         Ok(())
     }
 
-    fn run_with_pool<R>(threads: usize, f: impl FnOnce() -> R + Send) -> R
-    where
-        R: Send,
-    {
-        match super::pool(threads).filter(|_| threads > 1) {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }
-    }
-
     /// One training step on a batch of `b` samples (inputs in the model's
     /// order: data inputs, then labels): forward, backward and update.
     pub fn train_step(
@@ -349,17 +339,15 @@ impl Session {
             .get_mut(&b)
             .ok_or_else(|| input_err("internal error: no code for this batch size"))?;
         let (params, states, hypers) = (&mut self.params, &mut self.states, &self.hypers);
-        Session::run_with_pool(threads, || {
-            exe.run(
-                params.as_mut_slice(),
-                states.as_mut_slice(),
-                hypers,
-                inputs,
-                seed,
-                threads,
-                sizes,
-            )
-        })
+        exe.run(
+            params.as_mut_slice(),
+            states.as_mut_slice(),
+            hypers,
+            inputs,
+            seed,
+            threads,
+            sizes,
+        )
         .map_err(SessionError::Input)?;
         self.step += 1;
         let exe = &self.train_exes[&b];
@@ -390,17 +378,15 @@ impl Session {
             .get_mut(&b)
             .ok_or_else(|| input_err("internal error: no code for this batch size"))?;
         let (params, states) = (&mut self.params, &mut self.states);
-        Session::run_with_pool(threads, || {
-            exe.run(
-                params.as_mut_slice(),
-                states.as_mut_slice(),
-                &[],
-                inputs,
-                seed,
-                threads,
-                sizes,
-            )
-        })
+        exe.run(
+            params.as_mut_slice(),
+            states.as_mut_slice(),
+            &[],
+            inputs,
+            seed,
+            threads,
+            sizes,
+        )
         .map_err(SessionError::Input)?;
         let exe = &self.infer_exes[&b];
         let (p, s) = (self.params.as_slice(), self.states.as_slice());
