@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::ir::graph::Graph;
+use crate::ir::types::DType;
 use crate::jit::{self, Compiled, Ctx, JitError};
 use crate::schedule::{self, Layout, Output, Program, ScheduleError, View};
 
@@ -242,6 +243,17 @@ impl Executable {
             if x.len() != n {
                 return Err(format!("input {i} has {} elements, expected {n}", x.len()));
             }
+            // Class indices read as floats (or the reverse) would be garbage,
+            // and an index out of range would address outside its table.
+            let given = match x {
+                InputData::F32(_) => DType::F32,
+                InputData::I32(_) => DType::I32,
+            };
+            if let Some(Some(want)) = self.program.input_types.get(i)
+                && *want != given
+            {
+                return Err(format!("input {i} holds {given} elements, expected {want}"));
+            }
         }
         Ok(())
     }
@@ -282,4 +294,59 @@ pub fn read_view(v: &View, p: &Program, arena: &[f32], params: &[f32], states: &
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Span;
+    use crate::ir::graph::Node;
+    use crate::ir::ops::Op;
+    use crate::ir::types::{Shape, TensorType};
+    use crate::schedule::Dest;
+
+    /// Class indices [4] → one-hot [4, 3].
+    fn one_hot_exe() -> Executable {
+        let mut g = Graph::new();
+        let node = |op, inputs, ty| Node {
+            op,
+            inputs,
+            ty: Some(ty),
+            span: Span::default(),
+            layer: None,
+        };
+        let x = g.push(node(
+            Op::Input { index: 0 },
+            vec![],
+            TensorType::i32(Shape::fixed(&[4])),
+        ));
+        let y = g.push(node(
+            Op::OneHot { classes: 3 },
+            vec![x],
+            TensorType::f32(Shape::fixed(&[4, 3])),
+        ));
+        let layout = Layout {
+            param_offsets: vec![],
+            state_offsets: vec![],
+            inputs: 1,
+        };
+        let out = Output {
+            node: y,
+            dest: Dest::Buffer,
+        };
+        Executable::new(&g, &[out], 1, &layout, vec![4]).unwrap()
+    }
+
+    #[test]
+    fn inputs_of_the_wrong_element_type_or_length_are_refused() {
+        let mut exe = one_hot_exe();
+        let mut run = |x: InputData<'_>| exe.run(&mut [], &mut [], &[], &[x], 0, 1, (0, 0, 0));
+        let err = run(InputData::F32(&[0.0, 1.0, 2.0, 1.0])).unwrap_err();
+        assert_eq!(err, "input 0 holds f32 elements, expected i32");
+        let err = run(InputData::I32(&[0, 1, 2])).unwrap_err();
+        assert_eq!(err, "input 0 has 3 elements, expected 4");
+        run(InputData::I32(&[0, 1, 2, 1])).unwrap();
+        let hot = exe.output(0, &[], &[]);
+        assert_eq!(hot, [1., 0., 0., 0., 1., 0., 0., 0., 1., 0., 1., 0.]);
+    }
 }

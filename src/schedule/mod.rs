@@ -295,6 +295,8 @@ pub struct Program {
     pub outputs: Vec<View>,
     /// Bytes all stored values would need without reuse (for reports).
     pub naive_bytes: usize,
+    /// Element type of each input region, where the graph reads it.
+    pub input_types: Vec<Option<crate::ir::types::DType>>,
 }
 
 impl fmt::Display for Step {

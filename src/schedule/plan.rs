@@ -134,6 +134,14 @@ pub fn schedule(
         }
     }
     let naive_bytes = p.buffers.iter().sum::<usize>() * 4;
+    let mut input_types = vec![None; layout.inputs];
+    for n in &graph.nodes {
+        if let (Op::Input { index }, Some(ty)) = (&n.op, &n.ty)
+            && let Some(slot) = input_types.get_mut(*index)
+        {
+            *slot = Some(ty.dtype);
+        }
+    }
     let in_place = memory::in_place_candidates(&steps, &p.buffers);
     let (offsets, arena) = memory::place_with(&p.buffers, &p.life, &in_place);
     Ok(Program {
@@ -144,6 +152,7 @@ pub fn schedule(
         arena,
         outputs: views,
         naive_bytes,
+        input_types,
     })
 }
 
