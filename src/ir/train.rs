@@ -115,7 +115,7 @@ impl Default for Optimizer {
                 dampening: 0.0,
                 nesterov: false,
             },
-            lr: 0.01,
+            lr: 1e-3,
             weight_decay: 0.0,
         }
     }

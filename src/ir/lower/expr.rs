@@ -1149,7 +1149,7 @@ impl<'p> Lowerer<'p, '_> {
             (_, Value::Time(k)) => self.time_index(base.clone(), *k, bspan, span),
             (Value::Tensor(t), Value::Int(k)) => {
                 let t = *t;
-                self.time_step(t, *k, ispan, span)
+                self.time_step(t, *k, ispan, span, "`x[k]` takes time step k")
             }
             (Value::StateSeq(_), _) => {
                 self.error(
@@ -1191,7 +1191,16 @@ impl<'p> Lowerer<'p, '_> {
     }
 
     /// Time step `k` (negative counts from the end) of a sequence `[B, T, ...]`.
-    pub(super) fn time_step(&mut self, t: TRef, k: i64, ispan: Span, span: Span) -> Value<'p> {
+    /// Time step `k` (negative: from the end) of a sequence; `what` says in
+    /// the error which construct asked for it.
+    pub(super) fn time_step(
+        &mut self,
+        t: TRef,
+        k: i64,
+        ispan: Span,
+        span: Span,
+        what: &str,
+    ) -> Value<'p> {
         let Some(ty) = self.ty(t).cloned() else {
             return Value::Poison;
         };
@@ -1199,10 +1208,7 @@ impl<'p> Lowerer<'p, '_> {
             self.error(
                 Diagnostic::error(
                     span,
-                    format!(
-                        "`x[k]` takes time step k of a sequence [B, T, ...], but this is {}",
-                        ty.shape
-                    ),
+                    format!("{what} of a sequence [B, T, ...], but this is {}", ty.shape),
                 )
                 .label("not a sequence"),
             );

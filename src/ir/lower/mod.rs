@@ -560,12 +560,32 @@ impl<'p, 'b> Lowerer<'p, 'b> {
         }
         if let Some(prev) = self.env.get(&name.name) {
             let prev_span = prev.span;
-            self.error(
+            let prev_kind = prev.value.kind();
+            let layer_clash =
+                matches!(prev.value, Value::Layer(_)) != matches!(value, Value::Layer(_));
+            let d = if layer_clash {
+                // `h = x |> dense(4) as h`: `as` names the layer, `=` the tensor.
+                Diagnostic::error(
+                    name.span,
+                    format!("`{}` names both a layer and a tensor", name.name),
+                )
+                .label(format!("defined here as {}", value.kind()))
+                .with(prev_span, format!("and here as {prev_kind}"))
+                .help(
+                    "`layer as name` makes the name a layer (to share its weights with `|> name`); \
+                     give the layer and the tensor different names",
+                )
+            } else {
                 Diagnostic::error(name.span, format!("`{}` is defined twice", name.name))
                     .label("second definition")
                     .with(prev_span, "first defined here")
-                    .help("every name is defined once; give the new value another name"),
-            );
+                    .help("every name is defined once; give the new value another name")
+            };
+            self.error(d);
+            // Later uses of an ambiguous name would only repeat the error.
+            if let Some(b) = self.env.vars.get_mut(&name.name) {
+                b.value = Value::Poison;
+            }
             return;
         }
         if name.name == "B" {

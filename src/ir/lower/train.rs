@@ -152,10 +152,23 @@ pub fn lower(t: &ast::TrainDef, diags: &mut Vec<Diagnostic>) -> Option<TrainConf
                 }
             }
             "schedule" => {
-                cfg.schedule = list(v, span)
-                    .into_iter()
-                    .flat_map(|(l, s)| schedule(l, s, diags))
-                    .collect()
+                let mut cosine_at: Option<Span> = None;
+                cfg.schedule.clear();
+                for (l, s) in list(v, span) {
+                    if let Some(c) = cosine_at {
+                        diags.push(
+                            Diagnostic::warning(s, "this schedule has no effect after `cosine`")
+                                .label("ignored")
+                                .with(c, "the cosine schedule sets the rate from here on")
+                                .help("list it before `cosine`, or drop it"),
+                        );
+                    }
+                    let parsed = schedule(l, s, diags);
+                    if parsed.iter().any(|p| matches!(p, Schedule::Cosine { .. })) {
+                        cosine_at.get_or_insert(s);
+                    }
+                    cfg.schedule.extend(parsed);
+                }
             }
             "clip" => cfg.clip = clip(v, span, diags),
             "augment" => {
@@ -247,7 +260,7 @@ fn optimizer(v: Lit, span: Span, diags: &mut Vec<Diagnostic>) -> Option<Optimize
         (
             "sgd",
             &[
-                opt("lr", Ty::Positive, D::Num(0.01)),
+                opt("lr", Ty::Positive, D::Num(1e-3)),
                 opt("momentum", Ty::NonNeg, D::Num(0.0)),
                 opt("dampening", Ty::NonNeg, D::Num(0.0)),
                 opt("nesterov", Ty::Bool, D::Bool(false)),
@@ -257,7 +270,7 @@ fn optimizer(v: Lit, span: Span, diags: &mut Vec<Diagnostic>) -> Option<Optimize
         (
             "momentum",
             &[
-                opt("lr", Ty::Positive, D::Num(0.01)),
+                opt("lr", Ty::Positive, D::Num(1e-3)),
                 opt("momentum", Ty::NonNeg, D::Num(0.9)),
                 opt("dampening", Ty::NonNeg, D::Num(0.0)),
                 WD,
@@ -266,7 +279,7 @@ fn optimizer(v: Lit, span: Span, diags: &mut Vec<Diagnostic>) -> Option<Optimize
         (
             "nesterov",
             &[
-                opt("lr", Ty::Positive, D::Num(0.01)),
+                opt("lr", Ty::Positive, D::Num(1e-3)),
                 opt("momentum", Ty::Positive, D::Num(0.9)),
                 WD,
             ],

@@ -336,6 +336,10 @@ fn split<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
         );
         return Value::Poison;
     }
+    if parts == 1 {
+        // One part is the tensor itself, not a 1-tuple that `y = split(x, 1)` would trip on.
+        return Value::Tensor(x(a));
+    }
     let size = n / parts;
     let pieces = (0..parts)
         .map(|i| {
@@ -445,7 +449,13 @@ fn transpose<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
 }
 
 fn last<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
-    l.time_step(x(a), -1, a.span, a.span)
+    l.time_step(
+        x(a),
+        -1,
+        a.span,
+        a.span,
+        "`last(x)` takes the last time step",
+    )
 }
 
 fn one_hot<'p>(l: &mut Lowerer<'p, '_>, a: &Apply<'p>) -> Value<'p> {
