@@ -19,8 +19,7 @@ const BIG: [&str; 4] = ["vgg16", "resnet50", "alexnet", "googlenet"];
 fn files() -> Vec<PathBuf> {
     let mut out = Vec::new();
     for dir in ["examples", "bench/models"] {
-        let Ok(entries) = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
-        else {
+        let Ok(entries) = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)) else {
             continue;
         };
         let mut v: Vec<PathBuf> = entries
