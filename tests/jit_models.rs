@@ -46,16 +46,16 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 fn compare(src: &str, batch: usize, steps: usize, tol: f64) {
     let m = model(src);
     let r = recipe(&m);
-    compare_model(&m, r, batch, steps, tol);
+    compare_model(&m, r, batch, steps, tol, 1);
 }
 
-fn compare_model(m: &Model, r: Recipe, batch: usize, steps: usize, tol: f64) {
+fn compare_model(m: &Model, r: Recipe, batch: usize, steps: usize, tol: f64, threads: usize) {
     let m = m.clone();
     let init: Vec<ArrayD<f32>> = nnc::runtime::params::init(&m, 5);
     let mut reference =
         ReferenceTrainer::<f32>::new(&m, r.clone(), batch, Some(init.clone())).unwrap();
     let mut jit =
-        JitTrainer::new(&m, r, batch, Some(init), 1, false).unwrap_or_else(|e| panic!("{e}"));
+        JitTrainer::new(&m, r, batch, Some(init), threads, false).unwrap_or_else(|e| panic!("{e}"));
     for s in 0..steps {
         let xs64 = random_inputs(&m, batch, 100 + s as u64);
         let xs32: Vec<ArrayD<f32>> = xs64.iter().map(|a| a.mapv(|v| v as f32)).collect();
@@ -127,6 +127,21 @@ fn activations_losses_and_rmsprop_with_clipping() {
         4,
         1e-4,
     );
+}
+
+/// Products above the split threshold (2^20 multiply-adds), convolutions and
+/// a large momentum update, run on two threads: each thread's share of the work must
+/// land where one thread would have put it.
+#[test]
+fn split_kernels_on_two_threads_match_the_reference() {
+    let m = model(
+        "model m { input x: [B, 3, 12, 12]  labels y: [B] classes 10\n \
+         h = x |> conv2d(8, kernel: 3, pad: 1) |> relu |> maxpool(2) |> conv2d(16, kernel: 3, stride: 2, pad: 1)\n \
+         logits = h |> flatten |> dense(520) |> relu |> dense(530) |> relu |> dense(10)\n \
+         loss = cross_entropy(logits, y) }\n train m { optimizer momentum(lr: 0.05) }",
+    );
+    let r = recipe(&m);
+    compare_model(&m, r, 8, 3, 1e-4, 2);
 }
 
 #[test]
@@ -229,7 +244,7 @@ fn examples_train_the_same_compiled_and_interpreted() {
             weight_decay: 1e-4,
         };
         m.train = None;
-        compare_model(&m, r, 2, 20, 1e-4);
+        compare_model(&m, r, 2, 20, 1e-4, 1);
     }
 }
 

@@ -15,7 +15,8 @@
 use std::cell::RefCell;
 
 use super::Ctx;
-use super::helpers::{ConvDesc, gemm_raw};
+use super::gemm::gemm_raw;
+use super::helpers::ConvDesc;
 
 thread_local! {
     /// Column scratch, grown once per thread and reused every step.

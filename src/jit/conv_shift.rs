@@ -21,7 +21,8 @@
 use std::cell::RefCell;
 
 use super::Ctx;
-use super::helpers::{ConvDesc, gemm_raw};
+use super::gemm::gemm_on;
+use super::helpers::ConvDesc;
 
 thread_local! {
     static XPAD: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -126,11 +127,6 @@ pub unsafe fn run(d: &ConvDesc, ctx: *const Ctx, threads: usize) {
     let cg = d.c / d.groups;
     let og = d.o / d.groups;
     let kk = d.kh * d.kw;
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     let (x, w, y) = unsafe { (d.x.ptr(ctx), d.wt.ptr(ctx), d.y.ptr(ctx)) };
     let tap_off = |i: usize, j: usize| (g.b0 - d.ph * g.ws - d.pw + i * g.ws + j) as isize;
     for grp in 0..d.groups {
@@ -154,7 +150,7 @@ pub unsafe fn run(d: &ConvDesc, ctx: *const Ctx, threads: usize) {
                                 let t = i * d.kw + j;
                                 let a = xpad.as_ptr().offset(tap_off(i, j));
                                 // y_wide (M×O) += x_tap (M×C) · W_tapᵀ (C×O); y_wide is [O][M].
-                                gemm_raw(
+                                gemm_on(
                                     g.m,
                                     og,
                                     cg,
@@ -168,7 +164,7 @@ pub unsafe fn run(d: &ConvDesc, ctx: *const Ctx, threads: usize) {
                                     og as isize,
                                     1,
                                     t > 0,
-                                    par,
+                                    threads,
                                 );
                             }
                         }
@@ -208,7 +204,7 @@ pub unsafe fn run(d: &ConvDesc, ctx: *const Ctx, threads: usize) {
                                 let t = i * d.kw + j;
                                 let dst = dxpad.as_mut_ptr().offset(tap_off(i, j));
                                 // dx_tap (M×C) += dy_wide (M×O) · W_tap (O×C); dx_tap is [C][·].
-                                gemm_raw(
+                                gemm_on(
                                     g.m,
                                     cg,
                                     og,
@@ -222,7 +218,7 @@ pub unsafe fn run(d: &ConvDesc, ctx: *const Ctx, threads: usize) {
                                     cg as isize,
                                     1,
                                     true,
-                                    par,
+                                    threads,
                                 );
                             }
                         }
@@ -254,7 +250,7 @@ pub unsafe fn run(d: &ConvDesc, ctx: *const Ctx, threads: usize) {
                                 let t = i * d.kw + j;
                                 let b = xpad.as_ptr().offset(tap_off(i, j));
                                 // dW_tap (O×C) = dy_wideᵀ (O×M) · x_tap (M×C), into [tap][O][C].
-                                gemm_raw(
+                                gemm_on(
                                     og,
                                     cg,
                                     g.m,
@@ -268,7 +264,7 @@ pub unsafe fn run(d: &ConvDesc, ctx: *const Ctx, threads: usize) {
                                     1,
                                     g.l as isize,
                                     false,
-                                    par,
+                                    threads,
                                 );
                             }
                         }

@@ -3,8 +3,6 @@
 //! loop driver. Each takes the step context and a descriptor built at compile
 //! time; shapes were checked before any call, so no bounds are re-checked here.
 
-use gemm::Parallelism;
-
 use super::Ctx;
 use crate::ir::ops::Window;
 
@@ -27,117 +25,11 @@ impl Loc {
     }
 }
 
-/// Products of at least this many multiply-adds are split across threads;
-/// smaller ones run faster on one (measured on the benchmark models).
-const GEMM_SPLIT_WORK: usize = 1 << 20;
 /// Loops of at least this many element-operations are split.
 const LOOP_SPLIT_WORK: i64 = 1 << 18;
 
-pub fn gemm_splits(work: usize) -> bool {
-    work >= GEMM_SPLIT_WORK
-}
-
 pub fn loop_splits(work: i64, outer: i64) -> bool {
     work >= LOOP_SPLIT_WORK && outer >= 2
-}
-
-fn parallelism(ctx: *const Ctx, work: usize) -> Parallelism {
-    let threads = unsafe { (*ctx).threads };
-    if threads > 1 && gemm_splits(work) {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    }
-}
-
-/// c = a @ b (or c += a @ b) for `batch` items; strides in elements.
-#[derive(Debug, Clone)]
-pub struct GemmDesc {
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub batch: usize,
-    pub a: Loc,
-    pub a_rs: isize,
-    pub a_cs: isize,
-    pub a_bs: isize,
-    pub b: Loc,
-    pub b_rs: isize,
-    pub b_cs: isize,
-    pub b_bs: isize,
-    pub c: Loc,
-    pub c_rs: isize,
-    pub c_cs: isize,
-    pub c_bs: isize,
-    pub accumulate: bool,
-}
-
-/// # Safety
-/// Called by generated code with a live context and a descriptor it owns.
-pub unsafe extern "C" fn nnc_gemm(ctx: *const Ctx, d: *const GemmDesc) {
-    unsafe {
-        let d = &*d;
-        let (a, b, c) = (d.a.ptr(ctx), d.b.ptr(ctx), d.c.ptr(ctx));
-        let par = parallelism(ctx, d.m * d.n * d.k);
-        for i in 0..d.batch as isize {
-            gemm_raw(
-                d.m,
-                d.n,
-                d.k,
-                c.offset(i * d.c_bs),
-                d.c_rs,
-                d.c_cs,
-                a.offset(i * d.a_bs),
-                d.a_rs,
-                d.a_cs,
-                b.offset(i * d.b_bs),
-                d.b_rs,
-                d.b_cs,
-                d.accumulate,
-                par,
-            );
-        }
-    }
-}
-
-/// c = a·b (+ c when `acc`), strides in elements.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_raw(
-    m: usize,
-    n: usize,
-    k: usize,
-    c: *mut f32,
-    c_rs: isize,
-    c_cs: isize,
-    a: *const f32,
-    a_rs: isize,
-    a_cs: isize,
-    b: *const f32,
-    b_rs: isize,
-    b_cs: isize,
-    acc: bool,
-    par: Parallelism,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    unsafe {
-        if k == 0 {
-            if !acc {
-                for i in 0..m as isize {
-                    for j in 0..n as isize {
-                        *c.offset(i * c_rs + j * c_cs) = 0.0;
-                    }
-                }
-            }
-            return;
-        }
-        // gemm: dst := alpha·dst + beta·lhs·rhs.
-        gemm::gemm(
-            m, n, k, c, c_cs, c_rs, acc, a, a_cs, a_rs, b, b_cs, b_rs, 1.0f32, 1.0f32, false,
-            false, false, par,
-        );
-    }
 }
 
 /// A convolution's geometry on [N, C, H, W] (1-D as H = 1).

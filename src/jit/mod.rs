@@ -10,6 +10,7 @@
 
 pub mod conv;
 pub mod conv_shift;
+pub mod gemm;
 pub mod helpers;
 pub mod loops;
 pub mod math;
@@ -26,9 +27,10 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
+use self::gemm::GemmDesc;
 use crate::ir::types::DType;
 use crate::schedule::{self, Base, LOp, Loop, Program, Step, View};
-use helpers::{ConvDesc, FillDesc, GemmDesc, Loc, SoftmaxDesc};
+use helpers::{ConvDesc, FillDesc, Loc, SoftmaxDesc};
 use pool::PoolDesc;
 
 /// The context every generated function receives.
@@ -189,7 +191,7 @@ fn isa() -> Result<std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, JitErr
 pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
     let started = Instant::now();
     let mut jb = JITBuilder::with_isa(isa()?, default_libcall_names());
-    jb.symbol("nnc_gemm", helpers::nnc_gemm as *const u8);
+    jb.symbol("nnc_gemm", gemm::nnc_gemm as *const u8);
     jb.symbol("nnc_conv", conv::nnc_conv as *const u8);
     jb.symbol("nnc_pool", pool::nnc_pool as *const u8);
     jb.symbol("nnc_softmax", helpers::nnc_softmax as *const u8);
@@ -381,7 +383,7 @@ impl Gen {
                 }
             }
             Step::Gemm(gm) => {
-                self.threaded |= helpers::gemm_splits(gm.m * gm.n * gm.k);
+                self.threaded |= gemm::gemm_splits(gm.m * gm.n * gm.k);
                 let d = GemmDesc {
                     m: gm.m,
                     n: gm.n,
