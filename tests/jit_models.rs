@@ -144,6 +144,23 @@ fn split_kernels_on_two_threads_match_the_reference() {
     compare_model(&m, r, 8, 3, 1e-4, 2);
 }
 
+/// Stride-1 convolutions on at least 512 positions and 8 channels per group
+/// take the shifted-product path (one product per tap): square and
+/// rectangular kernels, padding and none, groups, channel counts that are
+/// not multiples of the kernels' tiles, at one and two threads.
+#[test]
+fn shifted_convolutions_match_the_reference() {
+    let m = model(
+        "model m { input x: [B, 8, 24, 25]  labels y: [B] classes 3\n \
+         h = x |> conv2d(9, kernel: 3, pad: 1) |> relu |> conv2d(16, kernel: [3, 5], pad: [1, 2]) |> tanh\n \
+         logits = h |> conv2d(6, kernel: 3, groups: 2) |> global_avgpool |> flatten |> dense(3)\n \
+         loss = cross_entropy(logits, y) }\n train m { optimizer momentum(lr: 0.05) }",
+    );
+    for threads in [1, 2] {
+        compare_model(&m, recipe(&m), 2, 3, 1e-4, threads);
+    }
+}
+
 #[test]
 fn dropout_masks_match_the_reference() {
     compare(
