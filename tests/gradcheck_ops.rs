@@ -19,6 +19,7 @@ fn check(src: &str) {
     let opts = Options {
         batch: 3,
         seed: 11,
+        tolerance: TOL,
         ..Default::default()
     };
     let report = gradcheck::check(model, &opts).unwrap_or_else(|e| panic!("{e}"));

@@ -43,6 +43,7 @@ pub fn run(a: GradcheckArgs, color: bool) -> Result<ExitCode, String> {
         batch: a.batch.max(1),
         seed: a.seed,
         eps: a.eps,
+        tolerance: a.tolerance,
         ..Default::default()
     };
     let results = nnc::gradcheck::check(&m.model, &opts).map_err(|e| e.to_string())?;
@@ -53,7 +54,7 @@ pub fn run(a: GradcheckArgs, color: bool) -> Result<ExitCode, String> {
         .unwrap_or(9)
         .max(9);
     println!(
-        "gradient check of {} (batch {}, f64, eps {:e}, tolerance {:e})",
+        "gradient check of {} (batch {}, f64, eps {:e}, tolerance {:e}; failures retried at eps/10, eps/100)",
         m.model.name, opts.batch, opts.eps, a.tolerance
     );
     println!(
