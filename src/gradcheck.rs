@@ -172,7 +172,7 @@ pub fn check(model: &Model, opts: &Options) -> Result<Vec<ParamCheck>, GradCheck
                 if err < best.0 || best.1.is_nan() {
                     best = (err, num);
                 }
-                if !(err > opts.tolerance) {
+                if err <= opts.tolerance {
                     break;
                 }
             }
