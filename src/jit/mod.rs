@@ -10,6 +10,7 @@
 
 pub mod conv;
 pub mod conv_shift;
+mod define;
 pub mod gemm;
 pub mod helpers;
 pub mod loops;
@@ -160,6 +161,7 @@ struct Gen {
     profile: bool,
     labels: Vec<String>,
     threaded: bool,
+    pending: define::Pending,
 }
 
 struct Helpers {
@@ -246,8 +248,10 @@ pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
         profile,
         labels: Vec::new(),
         threaded: false,
+        pending: define::Pending::default(),
     };
     let top = g.steps_fn(&program.steps, 0)?;
+    std::mem::take(&mut g.pending).define_all(&mut g.module)?;
     g.module.finalize_definitions().map_err(jerr)?;
     let code = g.module.get_finalized_function(top);
     // SAFETY: `top` was defined with the signature fn(ctx).
@@ -306,7 +310,7 @@ impl Gen {
             b.seal_all_blocks();
             b.finalize(self.module.target_config());
         }
-        define(&mut self.module, id, &mut self.ctx)?;
+        self.pending.push(&mut self.module, id, &mut self.ctx);
         self.kernels += 1;
         let outer = pre.dims.first().copied().unwrap_or(1) as i64;
         let work: i64 = pre.dims.iter().product::<usize>() as i64 * (lp.ops.len() as i64 + 1);
@@ -513,43 +517,9 @@ impl Gen {
             b.seal_all_blocks();
             b.finalize(frontend);
         }
-        define(&mut self.module, id, &mut self.ctx)?;
+        self.pending.push(&mut self.module, id, &mut self.ctx);
         Ok(id)
     }
-}
-
-/// Compiles the function in `ctx`; verifier errors are printed with the code.
-fn define(
-    module: &mut JITModule,
-    id: FuncId,
-    ctx: &mut cranelift_codegen::Context,
-) -> Result<(), JitError> {
-    // NNC_DUMP_CLIF=1 prints every function before compilation (debugging).
-    if std::env::var_os("NNC_DUMP_CLIF").is_some() {
-        eprintln!("{}", ctx.func.display());
-    }
-    let asm = std::env::var_os("NNC_DUMP_ASM").is_some();
-    if asm {
-        ctx.set_disasm(true);
-    }
-    let r = module.define_function(id, ctx);
-    let out = match r {
-        Ok(()) => Ok(()),
-        Err(cranelift_module::ModuleError::Compilation(
-            cranelift_codegen::CodegenError::Verifier(errors),
-        )) => Err(JitError(
-            cranelift_codegen::print_errors::pretty_verifier_error(&ctx.func, None, errors),
-        )),
-        Err(e) => Err(jerr(e)),
-    };
-    if asm
-        && let Some(code) = ctx.compiled_code()
-        && let Some(text) = &code.vcode
-    {
-        eprintln!("{text}");
-    }
-    module.clear_context(ctx);
-    out
 }
 
 /// What an orchestration function does for one step.
