@@ -280,7 +280,15 @@ fn to_codespan(d: &Diagnostic, sources: &Sources) -> cs::Diagnostic<usize> {
         (span.file.0 as usize, start..end)
     };
     let (file, range) = clamp(d.primary.span);
-    let mut labels = vec![cs::Label::primary(file, range).with_message(&d.primary.message)];
+    // Errors about a file as a whole (no model in it, cannot read it) carry
+    // an empty source: a caret under an empty line would only confuse.
+    let whole_file = sources
+        .get(d.primary.span.file)
+        .is_none_or(|f| f.text.is_empty());
+    let mut labels = Vec::new();
+    if !whole_file {
+        labels.push(cs::Label::primary(file, range).with_message(&d.primary.message));
+    }
     for l in &d.secondary {
         let (file, range) = clamp(l.span);
         labels.push(cs::Label::secondary(file, range).with_message(&l.message));

@@ -135,3 +135,21 @@ fn a_directory_is_not_a_file() {
     let o = nnc(&["check", "tests"]);
     assert_eq!(code(&o), 2, "stderr:\n{}", text(&o.stderr));
 }
+
+#[test]
+fn a_file_without_a_model_says_so_without_pointing_at_a_line() {
+    let s = Scratch::new(
+        "only_blocks.nn",
+        b"# blocks only\nblock b()(x) { x |> relu }\n",
+    );
+    let path = s.0.display().to_string();
+    for cmd in ["gradcheck", "train"] {
+        let o = nnc(&[cmd, &path]);
+        assert_eq!(code(&o), 1, "nnc {cmd}");
+        assert_eq!(
+            text(&o.stderr).trim_end(),
+            format!("error: {path} defines no model"),
+            "nnc {cmd}"
+        );
+    }
+}
