@@ -217,12 +217,20 @@ pub fn check(model: &Model, opts: &Options) -> Result<Vec<ParamCheck>, GradCheck
     Ok(out)
 }
 
+/// Element `i` in row-major order (parameters are contiguous: O(1)).
 fn flat(a: &ArrayD<f64>, i: usize) -> f64 {
-    a.iter().nth(i).copied().unwrap_or(f64::NAN)
+    match a.as_slice() {
+        Some(s) => s.get(i).copied().unwrap_or(f64::NAN),
+        None => a.iter().nth(i).copied().unwrap_or(f64::NAN),
+    }
 }
 
 fn set_flat(a: &mut ArrayD<f64>, i: usize, v: f64) {
-    if let Some(x) = a.iter_mut().nth(i) {
+    let x = match a.as_slice_mut() {
+        Some(s) => s.get_mut(i),
+        None => a.iter_mut().nth(i),
+    };
+    if let Some(x) = x {
         *x = v;
     }
 }

@@ -51,8 +51,21 @@ fn as4(shape: &[usize]) -> [usize; 4] {
     }
 }
 
-fn data<T: Real>(x: &ArrayD<T>) -> Vec<T> {
-    x.iter().copied().collect()
+/// The elements in row-major order, borrowed when the array is laid out so.
+fn data<T: Real>(x: &ArrayD<T>) -> std::borrow::Cow<'_, [T]> {
+    match x.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(x.iter().copied().collect()),
+    }
+}
+
+/// A weight tensor [O, ...] as an [O, K] matrix over `d` (NaN if the sizes
+/// disagree, like [`array`]).
+fn matrix<T: Real>(d: &[T], o: usize, k: usize) -> ndarray::CowArray<'_, T, ndarray::Ix2> {
+    match ndarray::ArrayView2::from_shape((o, k), d) {
+        Ok(v) => v.into(),
+        Err(_) => Array2::from_elem((o, k), T::nan()).into(),
+    }
 }
 
 fn array<T: Real>(shape: &[usize], v: Vec<T>) -> ArrayD<T> {
@@ -118,7 +131,8 @@ pub fn conv<T: Real>(
     let (cg, og) = (c / groups, o / groups);
     let xd = data(x);
     let k = cg * g.kh * g.kw;
-    let wm = array(&[o, k], data(wt));
+    let wd = data(wt);
+    let wm = matrix(&wd, o, k);
     let mut out = vec![T::zero(); n * o * oh * ow];
     for img in 0..n {
         let xi = &xd[img * c * h * w..(img + 1) * c * h * w];
@@ -148,7 +162,8 @@ pub fn conv_grad_input<T: Real>(
     let [_, o, oh, ow] = as4(dy.shape());
     let (cg, og) = (c / groups, o / groups);
     let k = cg * g.kh * g.kw;
-    let wm = array(&[o, k], data(wt));
+    let wd = data(wt);
+    let wm = matrix(&wd, o, k);
     let dyd = data(dy);
     let mut dx = vec![T::zero(); n * c * h * w];
     for img in 0..n {

@@ -74,10 +74,13 @@ pub struct Feeds<'a, T> {
     pub batch: usize,
 }
 
-/// A node's value: one tensor, or all results of a recurrence.
+/// A node's value: one tensor, a fed tensor (input, parameter, state or body
+/// argument, borrowed: copying every parameter per run would dominate the
+/// run of a large model), or all results of a recurrence.
 #[derive(Debug, Clone)]
-enum Val<T> {
+enum Val<'v, T> {
     One(ArrayD<T>),
+    Fed(&'v ArrayD<T>),
     Many(Vec<ArrayD<T>>),
 }
 
@@ -104,10 +107,10 @@ pub fn run<T: Real>(
     run_graph(graph, feeds, &frame, wanted)
 }
 
-fn run_graph<T: Real>(
+fn run_graph<'v, T: Real>(
     graph: &Graph,
-    feeds: &Feeds<'_, T>,
-    frame: &Frame<'_, T>,
+    feeds: &Feeds<'v, T>,
+    frame: &Frame<'v, T>,
     wanted: &[NodeId],
 ) -> Result<Vec<ArrayD<T>>, RefError> {
     // Free each value after its last use: a training step of a large model
@@ -124,11 +127,11 @@ fn run_graph<T: Real>(
         }
     }
     let upto = wanted.iter().map(|w| w.index() + 1).max().unwrap_or(0);
-    let mut vals: Vec<Option<Val<T>>> = vec![None; graph.len()];
+    let mut vals: Vec<Option<Val<'v, T>>> = vec![None; graph.len()];
     for i in 0..upto.min(graph.len()) {
         let id = NodeId(i as u32);
         let node = graph.node(id);
-        let ins: Vec<&Val<T>> = node
+        let ins: Vec<&Val<'v, T>> = node
             .inputs
             .iter()
             .map(|x| {
@@ -149,27 +152,26 @@ fn run_graph<T: Real>(
         .iter()
         .map(|w| match vals.get(w.index()).and_then(|v| v.as_ref()) {
             Some(Val::One(a)) => Ok(a.clone()),
+            Some(Val::Fed(a)) => Ok((*a).clone()),
             _ => Err(internal(*w, "a wanted value was not computed")),
         })
         .collect()
 }
 
-fn one<T>(v: &Val<T>, id: NodeId) -> Result<&ArrayD<T>, RefError> {
+fn one<'a, T>(v: &'a Val<'_, T>, id: NodeId) -> Result<&'a ArrayD<T>, RefError> {
     match v {
         Val::One(a) => Ok(a),
+        Val::Fed(a) => Ok(a),
         Val::Many(_) => Err(internal(id, "a recurrence used as a tensor")),
     }
 }
 
-fn check_feed<T>(
+fn check_feed<'v, T>(
     what: &'static str,
     index: usize,
-    a: Option<&ArrayD<T>>,
+    a: Option<&'v ArrayD<T>>,
     expected: Vec<usize>,
-) -> Result<ArrayD<T>, RefError>
-where
-    T: Clone,
-{
+) -> Result<&'v ArrayD<T>, RefError> {
     let a = a.ok_or(RefError::Missing { what, index })?;
     if a.shape() != expected.as_slice() {
         return Err(if what == "input" {
@@ -187,16 +189,16 @@ where
             }
         });
     }
-    Ok(a.clone())
+    Ok(a)
 }
 
-fn eval<T: Real>(
+fn eval<'v, T: Real>(
     graph: &Graph,
     id: NodeId,
-    ins: &[&Val<T>],
-    feeds: &Feeds<'_, T>,
-    frame: &Frame<'_, T>,
-) -> Result<Val<T>, RefError> {
+    ins: &[&Val<'v, T>],
+    feeds: &Feeds<'v, T>,
+    frame: &Frame<'v, T>,
+) -> Result<Val<'v, T>, RefError> {
     let node = graph.node(id);
     let ty = node
         .ty
@@ -210,25 +212,36 @@ fn eval<T: Real>(
     };
     let out = match &node.op {
         Op::Input { index } => {
-            check_feed("input", *index, feeds.inputs.get(*index), shape.clone())?
+            return Ok(Val::Fed(check_feed(
+                "input",
+                *index,
+                feeds.inputs.get(*index),
+                shape,
+            )?));
         }
-        Op::Param(p) => check_feed(
-            "parameter",
-            p.0 as usize,
-            feeds.params.get(p.0 as usize),
-            shape.clone(),
-        )?,
-        Op::State(s) => check_feed(
-            "state",
-            s.0 as usize,
-            feeds.states.get(s.0 as usize),
-            shape.clone(),
-        )?,
-        Op::Arg(i) => frame
-            .args
-            .get(*i)
-            .cloned()
-            .ok_or_else(|| internal(id, format!("argument {i} missing")))?,
+        Op::Param(p) => {
+            return Ok(Val::Fed(check_feed(
+                "parameter",
+                p.0 as usize,
+                feeds.params.get(p.0 as usize),
+                shape,
+            )?));
+        }
+        Op::State(s) => {
+            return Ok(Val::Fed(check_feed(
+                "state",
+                s.0 as usize,
+                feeds.states.get(s.0 as usize),
+                shape,
+            )?));
+        }
+        Op::Arg(i) => {
+            let args: &'v [ArrayD<T>] = frame.args;
+            return args
+                .get(*i)
+                .map(Val::Fed)
+                .ok_or_else(|| internal(id, format!("argument {i} missing")));
+        }
         Op::Fill { value, .. } => ArrayD::from_elem(IxDyn(&shape), real(*value)),
         Op::SizeOf { axes } => {
             let s = x(0)?.shape();
@@ -324,12 +337,12 @@ fn eval<T: Real>(
 }
 
 /// Runs a recurrence: one evaluation of the body per step, forwards or backwards.
-fn recur<T: Real>(
+fn recur<'v, T: Real>(
     r: &crate::ir::ops::RecurOp,
     inputs: &[&ArrayD<T>],
     feeds: &Feeds<'_, T>,
     id: NodeId,
-) -> Result<Val<T>, RefError> {
+) -> Result<Val<'v, T>, RefError> {
     let (ns, nst) = (r.n_seq, r.n_state);
     let mut states: Vec<ArrayD<T>> = inputs[ns..ns + nst].iter().map(|a| (*a).clone()).collect();
     let captures: Vec<ArrayD<T>> = inputs[ns + nst..].iter().map(|a| (*a).clone()).collect();
