@@ -153,3 +153,29 @@ fn a_file_without_a_model_says_so_without_pointing_at_a_line() {
         );
     }
 }
+
+#[test]
+fn a_closed_output_pipe_ends_it_without_a_panic() {
+    use std::io::Read;
+    // The IR of ResNet-50 is far larger than a pipe's buffer.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/resnet50.nn");
+    let mut child = match Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["ir", example])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cannot run nnc: {e}"),
+    };
+    let mut head = [0u8; 100];
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_exact(&mut head);
+    } // dropping stdout closes the pipe, like `| head`
+    let o = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => panic!("nnc did not finish: {e}"),
+    };
+    assert_ne!(o.status.code(), Some(101), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("panicked"), "{}", text(&o.stderr));
+}
