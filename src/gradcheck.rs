@@ -96,6 +96,16 @@ pub fn random_inputs(model: &Model, batch: usize, seed: u64) -> Vec<ArrayD<f64>>
 
 /// Checks every parameter's gradient of `model`'s loss.
 pub fn check(model: &Model, opts: &Options) -> Result<Vec<ParamCheck>, GradCheckError> {
+    check_each(model, opts, |_| {})
+}
+
+/// Like [`check`], calling `each` with every parameter's result as soon as
+/// it is known (a large model takes minutes).
+pub fn check_each(
+    model: &Model,
+    opts: &Options,
+    mut each: impl FnMut(&ParamCheck),
+) -> Result<Vec<ParamCheck>, GradCheckError> {
     let (graph, loss, grads) = optim::gradients(model)?;
     let inputs = random_inputs(model, opts.batch, opts.seed);
     let mut params: Vec<ArrayD<f64>> = params::init(model, opts.seed);
@@ -212,6 +222,7 @@ pub fn check(model: &Model, opts: &Options) -> Result<Vec<ParamCheck>, GradCheck
             let a: f64 = g.iter().zip(&d).map(|(x, y)| x * y).sum();
             measure(a, &mut params, &set, &mut report)?;
         }
+        each(&report);
         out.push(report);
     }
     Ok(out)

@@ -46,10 +46,11 @@ pub fn run(a: GradcheckArgs, color: bool) -> Result<ExitCode, String> {
         tolerance: a.tolerance,
         ..Default::default()
     };
-    let results = nnc::gradcheck::check(&m.model, &opts).map_err(|e| e.to_string())?;
-    let width = results
+    let width = m
+        .model
+        .params
         .iter()
-        .map(|r| r.name.len())
+        .map(|p| p.name.len())
         .max()
         .unwrap_or(9)
         .max(9);
@@ -62,7 +63,8 @@ pub fn run(a: GradcheckArgs, color: bool) -> Result<ExitCode, String> {
         "parameter", "checks", "worst error", "analytic", "numeric"
     );
     let mut failed = 0;
-    for r in &results {
+    // Each row as soon as its parameter is checked: large models take minutes.
+    let results = nnc::gradcheck::check_each(&m.model, &opts, |r| {
         let bad = r.worst.is_nan() || r.worst > a.tolerance;
         failed += usize::from(bad);
         println!(
@@ -74,7 +76,9 @@ pub fn run(a: GradcheckArgs, color: bool) -> Result<ExitCode, String> {
             r.numeric,
             if bad { "  FAIL" } else { "" }
         );
-    }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    })
+    .map_err(|e| e.to_string())?;
     if failed > 0 {
         println!(
             "{failed} of {} parameters exceed the tolerance",
