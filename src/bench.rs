@@ -5,8 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::gradcheck::random_inputs;
 use crate::ir::model::Model;
-use crate::ir::types::DType;
-use crate::runtime::executable::InputData;
 use crate::runtime::jit_trainer::{JitTrainer, TrainError};
 use crate::runtime::reference_trainer::Recipe;
 
@@ -129,26 +127,8 @@ pub fn bench_with(
     let mut t = JitTrainer::build(model, recipe, batch, None, threads, false, profile)?;
     let compile = t.compile_time;
     let xs = random_inputs(model, batch, 1);
-    let ints: Vec<Vec<i32>> = xs
-        .iter()
-        .map(|a| a.iter().map(|&v| v as i32).collect())
-        .collect();
-    let floats: Vec<Vec<f32>> = xs
-        .iter()
-        .map(|a| a.iter().map(|&v| v as f32).collect())
-        .collect();
-    let feeds: Vec<InputData> = model
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, inp)| {
-            if inp.ty.dtype == DType::I32 {
-                InputData::I32(&ints[i])
-            } else {
-                InputData::F32(&floats[i])
-            }
-        })
-        .collect();
+    let typed = crate::gradcheck::TypedInputs::new(model, &xs);
+    let feeds = typed.feeds();
     for _ in 0..warmup {
         t.step(&feeds)?;
     }

@@ -16,6 +16,7 @@ use crate::ir::model::{InputKind, Model};
 use crate::ir::optim;
 use crate::ir::types::DType;
 use crate::reference::{self, Feeds, RefError};
+use crate::runtime::executable::InputData;
 use crate::runtime::params;
 
 #[derive(Debug, Clone)]
@@ -92,6 +93,49 @@ pub fn random_inputs(model: &Model, batch: usize, seed: u64) -> Vec<ArrayD<f64>>
                 .unwrap_or_else(|_| ArrayD::zeros(IxDyn(&shape)))
         })
         .collect()
+}
+
+/// Inputs (from [`random_inputs`]) in the element types compiled code takes:
+/// class indices as i32, everything else as f32.
+pub struct TypedInputs {
+    ints: Vec<Vec<i32>>,
+    floats: Vec<Vec<f32>>,
+    is_int: Vec<bool>,
+}
+
+impl TypedInputs {
+    pub fn new(model: &Model, xs: &[ArrayD<f64>]) -> TypedInputs {
+        TypedInputs {
+            ints: xs
+                .iter()
+                .map(|a| a.iter().map(|&v| v as i32).collect())
+                .collect(),
+            floats: xs
+                .iter()
+                .map(|a| a.iter().map(|&v| v as f32).collect())
+                .collect(),
+            is_int: model
+                .inputs
+                .iter()
+                .map(|i| i.ty.dtype == DType::I32)
+                .collect(),
+        }
+    }
+
+    /// One feed per model input, for `Executable::run` and the trainers.
+    pub fn feeds(&self) -> Vec<InputData<'_>> {
+        self.is_int
+            .iter()
+            .enumerate()
+            .map(|(i, &int)| {
+                if int {
+                    InputData::I32(&self.ints[i])
+                } else {
+                    InputData::F32(&self.floats[i])
+                }
+            })
+            .collect()
+    }
 }
 
 /// Checks every parameter's gradient of `model`'s loss.

@@ -3,9 +3,8 @@
 
 use ndarray::ArrayD;
 use nnc::frontend::check_source;
-use nnc::gradcheck::random_inputs;
+use nnc::gradcheck::{TypedInputs, random_inputs};
 use nnc::ir::model::Model;
-use nnc::ir::types::DType;
 use nnc::runtime::executable::InputData;
 use nnc::runtime::jit_trainer::JitTrainer;
 use nnc::runtime::reference_trainer::{Recipe, ReferenceTrainer};
@@ -59,23 +58,8 @@ fn compare_model(m: &Model, r: Recipe, batch: usize, steps: usize, tol: f64, thr
     for s in 0..steps {
         let xs64 = random_inputs(&m, batch, 100 + s as u64);
         let xs32: Vec<ArrayD<f32>> = xs64.iter().map(|a| a.mapv(|v| v as f32)).collect();
-        let ints: Vec<Vec<i32>> = xs64
-            .iter()
-            .map(|a| a.iter().map(|&v| v as i32).collect())
-            .collect();
-        let floats: Vec<Vec<f32>> = xs32.iter().map(|a| a.iter().copied().collect()).collect();
-        let feeds: Vec<InputData> = m
-            .inputs
-            .iter()
-            .enumerate()
-            .map(|(i, inp)| {
-                if inp.ty.dtype == DType::I32 {
-                    InputData::I32(&ints[i])
-                } else {
-                    InputData::F32(&floats[i])
-                }
-            })
-            .collect();
+        let typed = TypedInputs::new(&m, &xs64);
+        let feeds = typed.feeds();
         let lr = reference.step(&xs32).unwrap().loss;
         let lj = jit.step(&feeds).unwrap() as f64;
         assert!(

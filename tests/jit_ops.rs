@@ -10,9 +10,7 @@
 
 use ndarray::ArrayD;
 use nnc::frontend::check_source;
-use nnc::gradcheck::random_inputs;
-use nnc::ir::types::DType;
-use nnc::runtime::executable::InputData;
+use nnc::gradcheck::{TypedInputs, random_inputs};
 use nnc::runtime::jit_trainer::JitTrainer;
 use nnc::runtime::reference_trainer::{Recipe, ReferenceTrainer};
 use nnc::syntax::FsLoader;
@@ -58,23 +56,8 @@ fn agree(src: &str, batch: usize) -> Result<(), TestCaseError> {
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let xs = random_inputs(m, batch, 9);
     let x32: Vec<ArrayD<f32>> = xs.iter().map(|a| a.mapv(|v| v as f32)).collect();
-    let ints: Vec<Vec<i32>> = xs
-        .iter()
-        .map(|a| a.iter().map(|&v| v as i32).collect())
-        .collect();
-    let floats: Vec<Vec<f32>> = x32.iter().map(|a| a.iter().copied().collect()).collect();
-    let feeds: Vec<InputData> = m
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, inp)| {
-            if inp.ty.dtype == DType::I32 {
-                InputData::I32(&ints[i])
-            } else {
-                InputData::F32(&floats[i])
-            }
-        })
-        .collect();
+    let typed = TypedInputs::new(m, &xs);
+    let feeds = typed.feeds();
     let out = r
         .step(&x32)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;

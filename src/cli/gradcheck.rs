@@ -105,7 +105,6 @@ fn jit_check(
     opts: &nnc::gradcheck::Options,
     tol: f64,
 ) -> Result<usize, String> {
-    use nnc::runtime::executable::InputData;
     use nnc::runtime::jit_trainer::JitTrainer;
     use nnc::runtime::reference_trainer::ReferenceTrainer;
     let recipe = nnc::runtime::session::recipe_of(model, 1);
@@ -117,23 +116,8 @@ fn jit_check(
     let mut jit = JitTrainer::new(model, recipe, opts.batch, Some(init32), 1, true)
         .map_err(|e| e.to_string())?;
     let xs = nnc::gradcheck::random_inputs(model, opts.batch, opts.seed);
-    let ints: Vec<Vec<i32>> = xs
-        .iter()
-        .map(|a| a.iter().map(|&v| v as i32).collect())
-        .collect();
-    let floats: Vec<Vec<f32>> = xs
-        .iter()
-        .map(|a| a.iter().map(|&v| v as f32).collect())
-        .collect();
-    let feeds: Vec<InputData> = model
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, inp)| match inp.ty.dtype {
-            nnc::ir::DType::I32 => InputData::I32(&ints[i]),
-            nnc::ir::DType::F32 => InputData::F32(&floats[i]),
-        })
-        .collect();
+    let typed = nnc::gradcheck::TypedInputs::new(model, &xs);
+    let feeds = typed.feeds();
     let r = reference.step(&xs).map_err(|e| e.to_string())?;
     jit.step(&feeds).map_err(|e| e.to_string())?;
     println!("compiled (f32) against reference (f64) gradients, tolerance {tol:e}");

@@ -27,7 +27,9 @@ thread_local! {
     static DYT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-fn with_scratch<R>(
+/// Runs `f` on the first `len` elements of a per-thread scratch buffer,
+/// grown as needed and kept for the next call.
+pub(super) fn with_scratch<R>(
     cell: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
     len: usize,
     f: impl FnOnce(&mut [f32]) -> R,

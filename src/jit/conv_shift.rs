@@ -21,6 +21,7 @@
 use std::cell::RefCell;
 
 use super::Ctx;
+use super::conv::with_scratch as scratch;
 use super::gemm::gemm_on;
 use super::helpers::ConvDesc;
 
@@ -28,20 +29,6 @@ thread_local! {
     static XPAD: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-fn scratch<R>(
-    cell: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
-    len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
-    cell.with(|c| {
-        let mut v = c.borrow_mut();
-        if v.len() < len {
-            v.resize(len, 0.0);
-        }
-        f(&mut v[..len])
-    })
 }
 
 /// The shared-padding geometry of one convolution.

@@ -42,29 +42,13 @@ pub unsafe extern "C" fn nnc_gemm(ctx: *const Ctx, d: *const GemmDesc) {
     unsafe {
         let d = &*d;
         let (a, b, c) = (d.a.ptr(ctx), d.b.ptr(ctx), d.c.ptr(ctx));
-        let threads = (*ctx).threads;
-        let split = threads > 1 && gemm_splits(d.m * d.n * d.k);
+        let threads = if gemm_splits(d.m * d.n * d.k) {
+            (*ctx).threads
+        } else {
+            1
+        };
         for i in 0..d.batch as isize {
-            if split {
-                gemm_split(
-                    d.m,
-                    d.n,
-                    d.k,
-                    c.offset(i * d.c_bs),
-                    d.c_rs,
-                    d.c_cs,
-                    a.offset(i * d.a_bs),
-                    d.a_rs,
-                    d.a_cs,
-                    b.offset(i * d.b_bs),
-                    d.b_rs,
-                    d.b_cs,
-                    d.accumulate,
-                    threads,
-                );
-                continue;
-            }
-            gemm_raw(
+            gemm_on(
                 d.m,
                 d.n,
                 d.k,
@@ -78,7 +62,7 @@ pub unsafe extern "C" fn nnc_gemm(ctx: *const Ctx, d: *const GemmDesc) {
                 d.b_rs,
                 d.b_cs,
                 d.accumulate,
-                Parallelism::None,
+                threads,
             );
         }
     }
@@ -115,41 +99,28 @@ pub(crate) unsafe fn gemm_split(
             let job = move |_: &rayon::Scope<'_>| unsafe {
                 let (c, a, b) = (c as *mut f32, a as *const f32, b as *const f32);
                 let st = start as isize;
-                if along_n {
-                    gemm_raw(
-                        m,
-                        size,
-                        k,
-                        c.offset(st * c_cs),
-                        c_rs,
-                        c_cs,
-                        a,
-                        a_rs,
-                        a_cs,
-                        b.offset(st * b_cs),
-                        b_rs,
-                        b_cs,
-                        acc,
-                        Parallelism::None,
-                    );
+                // This block: columns start.. (of C and B) or rows start.. (of C and A).
+                let (bm, bn, c, a, b) = if along_n {
+                    (m, size, c.offset(st * c_cs), a, b.offset(st * b_cs))
                 } else {
-                    gemm_raw(
-                        size,
-                        n,
-                        k,
-                        c.offset(st * c_rs),
-                        c_rs,
-                        c_cs,
-                        a.offset(st * a_rs),
-                        a_rs,
-                        a_cs,
-                        b,
-                        b_rs,
-                        b_cs,
-                        acc,
-                        Parallelism::None,
-                    );
-                }
+                    (size, n, c.offset(st * c_rs), a.offset(st * a_rs), b)
+                };
+                gemm_raw(
+                    bm,
+                    bn,
+                    k,
+                    c,
+                    c_rs,
+                    c_cs,
+                    a,
+                    a_rs,
+                    a_cs,
+                    b,
+                    b_rs,
+                    b_cs,
+                    acc,
+                    Parallelism::None,
+                );
             };
             if start + size >= len {
                 job(s);

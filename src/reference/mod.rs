@@ -211,29 +211,14 @@ fn eval<'v, T: Real>(
             .and_then(|v| one(v, id))
     };
     let out = match &node.op {
-        Op::Input { index } => {
-            return Ok(Val::Fed(check_feed(
-                "input",
-                *index,
-                feeds.inputs.get(*index),
-                shape,
-            )?));
-        }
-        Op::Param(p) => {
-            return Ok(Val::Fed(check_feed(
-                "parameter",
-                p.0 as usize,
-                feeds.params.get(p.0 as usize),
-                shape,
-            )?));
-        }
-        Op::State(s) => {
-            return Ok(Val::Fed(check_feed(
-                "state",
-                s.0 as usize,
-                feeds.states.get(s.0 as usize),
-                shape,
-            )?));
+        Op::Input { .. } | Op::Param(_) | Op::State(_) => {
+            let (what, index, fed) = match &node.op {
+                Op::Input { index } => ("input", *index, feeds.inputs),
+                Op::Param(p) => ("parameter", p.0 as usize, feeds.params),
+                Op::State(s) => ("state", s.0 as usize, feeds.states),
+                _ => return Err(internal(id, "not a fed value")),
+            };
+            return Ok(Val::Fed(check_feed(what, index, fed.get(index), shape)?));
         }
         Op::Arg(i) => {
             let args: &'v [ArrayD<T>] = frame.args;

@@ -268,13 +268,14 @@ fn tree(model: &Model, g: &Graphs<'_>) -> Tree {
     // Each parent's children, with their position keys.
     let mut lists: Vec<(Option<Row>, Siblings)> = Vec::new();
     for (parent, row, k) in items {
-        let list = match lists.iter().position(|(p, _)| *p == parent) {
-            Some(i) => &mut lists[i].1,
+        let i = match lists.iter().position(|(p, _)| *p == parent) {
+            Some(i) => i,
             None => {
                 lists.push((parent, Vec::new()));
-                &mut lists.last_mut().expect("just pushed").1
+                lists.len() - 1
             }
         };
+        let list = &mut lists[i].1;
         // A row without a node of its own follows the row before it.
         let k = k.or_else(|| list.last().map(|(k, _)| *k)).unwrap_or(0);
         list.push((k, row));
