@@ -17,17 +17,28 @@ use rayon::prelude::*;
 use super::{JitError, jerr};
 
 /// Functions built but not yet compiled.
-#[derive(Default)]
-pub struct Pending(Vec<(FuncId, Function)>);
+pub struct Pending {
+    funcs: Vec<(FuncId, Function)>,
+    /// NNC_DUMP_CLIF=1 prints every function before compilation (debugging).
+    dump: bool,
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending {
+            funcs: Vec::new(),
+            dump: std::env::var_os("NNC_DUMP_CLIF").is_some(),
+        }
+    }
+}
 
 impl Pending {
     /// Takes the function built in `ctx` (leaving the context ready for the next).
     pub fn push(&mut self, module: &mut JITModule, id: FuncId, ctx: &mut Context) {
-        // NNC_DUMP_CLIF=1 prints every function before compilation (debugging).
-        if std::env::var_os("NNC_DUMP_CLIF").is_some() {
+        if self.dump {
             eprintln!("{}", ctx.func.display());
         }
-        self.0
+        self.funcs
             .push((id, std::mem::replace(&mut ctx.func, Function::new())));
         module.clear_context(ctx);
     }
@@ -37,7 +48,7 @@ impl Pending {
         let asm = std::env::var_os("NNC_DUMP_ASM").is_some();
         let isa = module.isa();
         let compiled: Vec<Result<Machine, JitError>> = self
-            .0
+            .funcs
             .into_par_iter()
             .map(|(id, func)| compile(isa, id, func, asm))
             .collect();
