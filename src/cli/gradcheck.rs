@@ -55,7 +55,7 @@ pub fn run(a: GradcheckArgs, color: bool) -> Result<ExitCode, String> {
         .unwrap_or(9)
         .max(9);
     println!(
-        "gradient check of {} (batch {}, f64, eps {:e}, tolerance {:e}; failures retried at eps/10, eps/100)",
+        "gradient check of {} (batch {}, f64, eps {:e}, tolerance {:e}; failures retried at eps/10, eps/100 and one-sided)",
         m.model.name, opts.batch, opts.eps, a.tolerance
     );
     println!(
