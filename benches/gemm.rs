@@ -75,6 +75,7 @@ fn main() {
         ("mnist dW2 = h1ᵀ·dh2", 512, 256, 128, true, false),
         ("digits fwd", 32, 128, 64, false, false),
         ("elman step s·W", 32, 128, 128, false, false),
+        ("elman back step dz·Wᵀ", 32, 128, 128, false, true),
         ("elman dW (all steps)", 128, 128, 1024, true, false),
         (
             "resnet 3x3 16ch tap (whole batch)",

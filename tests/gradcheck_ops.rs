@@ -158,3 +158,16 @@ fn embedding_and_tied_weights() {
          loss = cross_entropy(e |> dense(7), y) }",
     );
 }
+
+#[test]
+fn one_hot_sequence_through_time() {
+    // Rewritten to a row gather inside the loop; U's gradient is a
+    // scatter-add over all steps after it.
+    check(
+        "model m { input x: [B, 4] classes 5  labels y: [B, 4] classes 5\n \
+         param U: [5, 3], W: [3, 3], V: [3, 5]\n \
+         h = one_hot(x)\n \
+         s = recur t in 0..4 from zeros([B, 3]) { tanh(h[t] @ U + s[t-1] @ W) }\n \
+         loss = cross_entropy(s @ V + h @ U @ V, y) }",
+    );
+}

@@ -10,6 +10,7 @@ pub mod lower;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod rewrite;
 pub mod shape;
 pub mod train;
 pub mod types;

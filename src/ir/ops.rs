@@ -209,6 +209,18 @@ pub enum Op {
         axis: usize,
     },
 
+    // ---- indexing
+    /// `(table [V, D], idx [*] i32)` → `[*, D]`: row `idx` of the table for
+    /// every index, a zero row where it is outside 0..V. The same as
+    /// `one_hot(idx) @ table`, without the one-hot tensor or the product.
+    Gather,
+    /// `(idx [*] i32, dy [*, D])` → `[rows, D]`: every `dy` row added into
+    /// row `idx` of a zero table (the gradient of [`Op::Gather`]); indices
+    /// outside 0..rows add nothing.
+    ScatterAdd {
+        rows: usize,
+    },
+
     // ---- contractions
     /// `(a, b)`: `a @ b` over the last two axes, transposing either first;
     /// leading axes broadcast (a 2-D `b` is shared by every leading index of `a`).
@@ -283,6 +295,8 @@ impl Op {
             },
             Op::Softmax { .. } => "softmax",
             Op::LogSoftmax { .. } => "log_softmax",
+            Op::Gather => "gather",
+            Op::ScatterAdd { .. } => "scatter_add",
             Op::MatMul { .. } => "matmul",
             Op::Conv { .. } => "conv",
             Op::ConvGradInput { .. } => "conv_grad_input",
@@ -440,6 +454,7 @@ pub fn attrs(op: &Op) -> String {
         Op::Hyper(i) => format!("{i}"),
         Op::StepFlag { every } => format!("every={every}"),
         Op::OneHot { classes } => format!("classes={classes}"),
+        Op::ScatterAdd { rows } => format!("rows={rows}"),
         Op::Transpose { perm } => format!("perm={perm:?}"),
         Op::Slice { axis, start, end } => format!("axis={axis} {start}..{end}"),
         Op::Pad {

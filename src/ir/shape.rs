@@ -259,6 +259,41 @@ pub fn infer(op: &Op, inputs: &[&TensorType], input_ops: &[&Op]) -> Result<Tenso
             }
             Ok(inputs[0].clone())
         }
+        Op::Gather => {
+            arity(2)?;
+            float(inputs[0], 0)?;
+            if inputs[1].dtype != DType::I32 {
+                return Err(ShapeError::new("gather takes class indices").blame(&[1]));
+            }
+            if inputs[0].shape.rank() != 2 {
+                return Err(ShapeError::new(format!(
+                    "gather reads rows of a matrix, not of {}",
+                    inputs[0].shape
+                ))
+                .blame(&[0]));
+            }
+            let mut dims = inputs[1].shape.0.clone();
+            dims.push(inputs[0].shape.0[1]);
+            Ok(TensorType::f32(Shape(dims)))
+        }
+        Op::ScatterAdd { rows } => {
+            arity(2)?;
+            float(inputs[1], 1)?;
+            let (idx, dy) = (&inputs[0].shape, &inputs[1].shape);
+            if inputs[0].dtype != DType::I32
+                || dy.rank() != idx.rank() + 1
+                || dy.0[..idx.rank()] != idx.0[..]
+            {
+                return Err(ShapeError::new(format!(
+                    "scatter_add needs class indices {idx} and rows {idx} with one more axis, not {dy}"
+                ))
+                .blame(&[0, 1]));
+            }
+            Ok(TensorType::f32(Shape(vec![
+                Dim::fixed(*rows),
+                dy.0[idx.rank()],
+            ])))
+        }
         Op::MatMul { ta, tb } => matmul(*ta, *tb, inputs),
         Op::Conv { window, groups } => {
             arity(2)?;

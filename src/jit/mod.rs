@@ -11,6 +11,7 @@
 pub mod conv;
 pub mod conv_shift;
 mod define;
+pub mod gather;
 pub mod gemm;
 pub mod helpers;
 pub mod loops;
@@ -31,6 +32,7 @@ use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use self::gemm::GemmDesc;
 use crate::ir::types::DType;
 use crate::schedule::{self, Base, LOp, Loop, Program, Step, View};
+use gather::GatherDesc;
 use helpers::{ConvDesc, FillDesc, Loc, SoftmaxDesc};
 use pool::PoolDesc;
 
@@ -129,6 +131,7 @@ struct Descs {
     gemm: Vec<Box<GemmDesc>>,
     conv: Vec<Box<ConvDesc>>,
     pool: Vec<Box<PoolDesc>>,
+    gather: Vec<Box<GatherDesc>>,
     softmax: Vec<Box<SoftmaxDesc>>,
     fill: Vec<Box<FillDesc>>,
 }
@@ -168,6 +171,7 @@ struct Helpers {
     gemm: FuncId,
     conv: FuncId,
     pool: FuncId,
+    gather: FuncId,
     softmax: FuncId,
     fill: FuncId,
     parallel: FuncId,
@@ -196,6 +200,7 @@ pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
     jb.symbol("nnc_gemm", gemm::nnc_gemm as *const u8);
     jb.symbol("nnc_conv", conv::nnc_conv as *const u8);
     jb.symbol("nnc_pool", pool::nnc_pool as *const u8);
+    jb.symbol("nnc_gather", gather::nnc_gather as *const u8);
     jb.symbol("nnc_softmax", helpers::nnc_softmax as *const u8);
     jb.symbol("nnc_fill", helpers::nnc_fill as *const u8);
     jb.symbol("nnc_parallel", helpers::nnc_parallel as *const u8);
@@ -222,6 +227,7 @@ pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
         gemm: declare(&mut module, "nnc_gemm", &sig2)?,
         conv: declare(&mut module, "nnc_conv", &sig2)?,
         pool: declare(&mut module, "nnc_pool", &sig2)?,
+        gather: declare(&mut module, "nnc_gather", &sig2)?,
         softmax: declare(&mut module, "nnc_softmax", &sig2)?,
         fill: declare(&mut module, "nnc_fill", &sig2)?,
         parallel: declare(&mut module, "nnc_parallel", &sig4)?,
@@ -448,6 +454,23 @@ impl Gen {
                 Call::Helper(
                     self.helpers.pool,
                     desc_addr(self.descs.pool.last().map(|b| &**b)),
+                )
+            }
+            Step::Gather(g) => {
+                let d = GatherDesc {
+                    scatter: g.scatter,
+                    table_rows: g.table.shape.first().copied().unwrap_or(0),
+                    width: g.table.shape.get(1).copied().unwrap_or(0),
+                    dims: g.idx.shape.clone(),
+                    strides: g.idx.strides.clone(),
+                    idx: self.loc(g.idx.base, g.idx.offset),
+                    table: self.loc(g.table.base, g.table.offset),
+                    rows: self.loc(g.rows.base, g.rows.offset),
+                };
+                self.descs.gather.push(Box::new(d));
+                Call::Helper(
+                    self.helpers.gather,
+                    desc_addr(self.descs.gather.last().map(|b| &**b)),
                 )
             }
             Step::Softmax(sm) => {

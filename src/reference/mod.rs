@@ -260,6 +260,8 @@ fn eval<'v, T: Real>(
         Op::Binary(b) => elementwise::binary(*b, x(0)?, x(1)?, &shape),
         Op::Where => elementwise::select(x(0)?, x(1)?, x(2)?, &shape),
         Op::OneHot { classes } => layout::one_hot(x(0)?, *classes),
+        Op::Gather => layout::gather(x(0)?, x(1)?),
+        Op::ScatterAdd { rows } => layout::scatter_add(x(0)?, x(1)?, *rows),
         Op::Reshape { .. } => layout::reshape(x(0)?, &shape).map_err(|e| internal(id, e))?,
         Op::Expand { .. } => x(0)?
             .broadcast(IxDyn(&shape))

@@ -273,27 +273,13 @@ pub fn read_view(v: &View, p: &Program, arena: &[f32], params: &[f32], states: &
         schedule::Base::Region(r) if r == schedule::STATES => (states, 0),
         schedule::Base::Region(_) => (arena, 0),
     };
-    let n = v.numel();
-    let mut out = Vec::with_capacity(n);
-    let mut idx = vec![0usize; v.shape.len()];
-    for _ in 0..n {
-        let off: isize = base
-            + v.offset
-            + idx
-                .iter()
-                .zip(&v.strides)
-                .map(|(&i, &s)| i as isize * s)
-                .sum::<isize>();
-        out.push(mem.get(off as usize).copied().unwrap_or(f32::NAN));
-        for k in (0..idx.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < v.shape[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
-    out
+    schedule::views::offsets(&v.shape, &v.strides)
+        .map(|off| {
+            mem.get((base + v.offset + off) as usize)
+                .copied()
+                .unwrap_or(f32::NAN)
+        })
+        .collect()
 }
 
 #[cfg(test)]

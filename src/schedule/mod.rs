@@ -216,6 +216,23 @@ pub struct Pool {
     pub node: NodeId,
 }
 
+/// Rows of a `[V, D]` table picked by class indices (`gather`), or rows
+/// added into the zeroed table (`scatter_add`, the gradient). Indices
+/// outside 0..V pick a zero row, or add nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gather {
+    pub scatter: bool,
+    /// The indices, any shape and strides; row r of `rows` belongs to the
+    /// r-th index in row-major order.
+    pub idx: View,
+    /// `[V, D]`, contiguous: read by gather, written by scatter.
+    pub table: View,
+    /// `[n, D]` (the indices' shape plus D), contiguous: written by gather,
+    /// read by scatter.
+    pub rows: View,
+    pub node: NodeId,
+}
+
 /// Softmax or log-softmax of `rows` lanes of `len` elements.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Softmax {
@@ -272,6 +289,7 @@ pub enum Step {
     Conv(Conv),
     Pool(Pool),
     Softmax(Softmax),
+    Gather(Gather),
     Recur(Box<Recur>),
     /// Copies a tensor (same shape), e.g. into a recurrence's state buffer.
     Copy {
@@ -353,6 +371,14 @@ impl fmt::Display for Step {
                 s.rows,
                 s.len,
                 s.node.0
+            ),
+            Step::Gather(g) => write!(
+                f,
+                "{} {}x{} (%{})",
+                if g.scatter { "scatter_add" } else { "gather" },
+                g.rows.numel() / g.table.shape.get(1).copied().unwrap_or(1).max(1),
+                g.table.shape.get(1).copied().unwrap_or(1),
+                g.node.0
             ),
             Step::Recur(r) => write!(
                 f,

@@ -13,6 +13,23 @@ pub fn row_major(shape: &[usize]) -> Vec<isize> {
     s
 }
 
+/// The element offsets of a strided tensor, in row-major order.
+pub fn offsets<'a>(shape: &'a [usize], strides: &'a [isize]) -> impl Iterator<Item = isize> + 'a {
+    let n: usize = shape.iter().product();
+    let mut at = vec![0usize; shape.len()];
+    (0..n).map(move |_| {
+        let off = at.iter().zip(strides).map(|(&i, &s)| i as isize * s).sum();
+        for k in (0..at.len()).rev() {
+            at[k] += 1;
+            if at[k] < shape[k] {
+                break;
+            }
+            at[k] = 0;
+        }
+        off
+    })
+}
+
 pub fn transpose(v: &View, perm: &[usize]) -> View {
     View {
         base: v.base,

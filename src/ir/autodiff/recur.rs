@@ -21,6 +21,8 @@ enum Use {
     Product { lhs_arg: usize, tb: bool },
     /// `v ± C` with C broadcast.
     Sum { negate: bool },
+    /// `gather(C, idx)` with `idx` the per-step sequence argument `idx_arg`.
+    Gather { idx_arg: usize },
 }
 
 fn unsupported(message: &str) -> BuildError {
@@ -137,6 +139,10 @@ pub fn vjp(
                             tb: *tb,
                         }
                     }
+                    (Op::Gather, 0) => match other.and_then(per_step) {
+                        Some(k) if k < ns => Use::Gather { idx_arg: k },
+                        _ => return None,
+                    },
                     (Op::Binary(crate::ir::ops::Binary::Add), _) => Use::Sum { negate: false },
                     (Op::Binary(crate::ir::ops::Binary::Sub), s) => Use::Sum { negate: s == 1 },
                     _ => return None,
@@ -356,6 +362,10 @@ pub fn vjp(
                     };
                     let g = super::rules::shared_rhs_grad(b, dy, a, tb)?;
                     b.unbroadcast(g, &cap_shape)?
+                }
+                Use::Gather { idx_arg } => {
+                    let rows = cap_shape.0[0].n;
+                    b.add(Op::ScatterAdd { rows }, &[inputs[idx_arg], dy])?
                 }
                 Use::Sum { negate } => {
                     let g = b.unbroadcast(dy, &cap_shape)?;

@@ -134,6 +134,18 @@ pub fn vjp(
             let ps = b.mul(p, s)?;
             out[0] = Some(b.sub(g, ps)?);
         }
+        Op::Gather => {
+            // Each gathered row's gradient goes back to the row it came from.
+            if need[0] {
+                let rows = b.shape(x(0))?.0[0].n;
+                out[0] = Some(b.add(Op::ScatterAdd { rows }, &[x(1), g])?);
+            }
+        }
+        Op::ScatterAdd { .. } => {
+            if need[1] {
+                out[1] = Some(b.add(Op::Gather, &[g, x(0)])?);
+            }
+        }
         Op::MatMul { ta, tb } => {
             let (ga, gb) = matmul(b, *ta, *tb, x(0), x(1), g, need)?;
             out[0] = ga;

@@ -130,6 +130,7 @@ pub fn lower_model<'p>(
     l.finish(opts);
     if !l.diags.iter().any(Diagnostic::is_error) {
         l.diags.append(&mut l.unused);
+        crate::ir::rewrite::one_hot_products(&mut l.model.graph);
     }
     for d in &mut l.diags {
         shorten_block_trace(d);
