@@ -17,7 +17,7 @@ use crate::ir::build::BuildError;
 use crate::ir::model::{InputKind, Model};
 use crate::ir::optim;
 use crate::ir::types::DType;
-use crate::reference::{self, Feeds, RefError};
+use crate::reference::{self, Feeds, Kinks, RefError};
 use crate::runtime::executable::InputData;
 use crate::runtime::params;
 
@@ -168,6 +168,7 @@ pub fn check_each(
             hypers: &[],
             seed,
             batch: opts.batch,
+            kinks: None,
         };
         reference::run(&graph, &feeds, &all)?
     };
@@ -179,7 +180,8 @@ pub fn check_each(
             values[k - 1].clone()
         }));
     }
-    let loss_at = |params: &[ArrayD<f64>]| -> Result<f64, RefError> {
+    let kinks = Kinks::new();
+    let run_loss = |params: &[ArrayD<f64>], kinks: Option<&Kinks<f64>>| -> Result<f64, RefError> {
         let feeds = Feeds {
             inputs: &inputs,
             params,
@@ -187,11 +189,19 @@ pub fn check_each(
             hypers: &[],
             seed,
             batch: opts.batch,
+            kinks,
         };
         let v = reference::run(&model.graph, &feeds, &[loss])?;
         Ok(v[0].iter().next().copied().unwrap_or(f64::NAN))
     };
-    let base = loss_at(&params)?;
+    let loss_at = |params: &[ArrayD<f64>]| run_loss(params, None);
+    // The loss at θ, recording every piecewise decision for `frozen`.
+    let base = run_loss(&params, Some(&kinks))?;
+    kinks.replay();
+    let frozen = |params: &[ArrayD<f64>]| {
+        kinks.replay();
+        run_loss(params, Some(&kinks))
+    };
     let mut rng = Pcg64Mcg::seed_from_u64(opts.seed ^ 0xd1ec);
     let mut out = Vec::new();
     for (i, p) in model.params.iter().enumerate() {
@@ -216,7 +226,11 @@ pub fn check_each(
         // switch point is expected), and then the central quotient averages
         // the slopes of both sides at every step. The one-sided quotients
         // of the same evaluations are also tried: the side without the bend
-        // gives the slope at θ, as autodiff does.
+        // gives the slope at θ, as autodiff does. With bends on both sides
+        // nearer than eps/100, the check is repeated on the loss with every
+        // piecewise decision (relu, abs, max, min, comparisons, max
+        // pooling) frozen as it was at θ (`reference::Kinks`): the smooth
+        // piece autodiff differentiates. A wrong rule fails there too.
         //
         // The quotients also measure their own rounding noise, which grows
         // as 1/h: in a deep network the loss's own rounding makes the
@@ -267,6 +281,31 @@ pub fn check_each(
                 }
                 if best.0 <= opts.tolerance {
                     break;
+                }
+            }
+            // Bends on both sides closer than eps/100: the smooth piece
+            // around θ, with every decision frozen as it was at θ.
+            if best.0 > opts.tolerance {
+                let sigma = rounding_noise(&central);
+                for h in [opts.eps, opts.eps / 10.0] {
+                    set(params, h);
+                    let up = frozen(params)?;
+                    set(params, -h);
+                    let down = frozen(params)?;
+                    set(params, 0.0);
+                    let num = (up - down) / (2.0 * h);
+                    let floor = if opts.tolerance > 0.0 {
+                        opts.floor.max(3.0 * sigma / opts.tolerance)
+                    } else {
+                        opts.floor
+                    };
+                    let err = (a - num).abs() / a.abs().max(num.abs()).max(floor);
+                    if err < best.0 {
+                        best = (err, num);
+                    }
+                    if best.0 <= opts.tolerance {
+                        break;
+                    }
                 }
             }
             let (err, num) = best;

@@ -171,3 +171,15 @@ fn one_hot_sequence_through_time() {
          loss = cross_entropy(s @ V + h @ U @ V, y) }",
     );
 }
+
+#[test]
+fn bends_on_both_sides_closer_than_any_step() {
+    // At b = 0 the loss bends at b = -1e-9 and at b = 2e-9: every central
+    // and one-sided quotient down to eps/100 crosses a bend, and only the
+    // check with the decisions frozen at b = 0 sees the slope 3 - 1 = 2.
+    check(
+        "model m { input x: [B, 2]  labels y: [B, 1]\n \
+         param b: [1] init zeros\n \
+         loss = mse(x |> dense(1), y) + 3 * sum(relu(b + 1e-9)) + sum(relu(2e-9 - b)) }",
+    );
+}

@@ -284,6 +284,37 @@ pub fn pool<T: Real>(
     array(out_shape, out)
 }
 
+/// Where each max-pooling window's first maximum is, as a flat index into
+/// `x` (the element the gradient goes to; `usize::MAX` for an empty window).
+pub fn max_pool_argmax<T: Real>(x: &ArrayD<T>, window: &Window, out_shape: &[usize]) -> Vec<usize> {
+    let g = geo(window);
+    let [n, c, h, w] = as4(x.shape());
+    let [_, _, oh, ow] = as4(out_shape);
+    let xd = data(x);
+    let mut out = vec![usize::MAX; n * c * oh * ow];
+    for nc in 0..n * c {
+        let plane = &xd[nc * h * w..(nc + 1) * h * w];
+        for a in 0..oh {
+            let (y0, y1, _) = span(a, g.sh, g.ph, g.kh, h);
+            for b in 0..ow {
+                let (x0, x1, _) = span(b, g.sw, g.pw, g.kw, w);
+                let mut m = T::neg_infinity();
+                let at = &mut out[(nc * oh + a) * ow + b];
+                for y in y0..y1 {
+                    for z in x0..x1 {
+                        let v = plane[y * w + z];
+                        if v > m || *at == usize::MAX {
+                            m = v;
+                            *at = nc * h * w + y * w + z;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 pub fn pool_grad<T: Real>(
     x: &ArrayD<T>,
     dy: &ArrayD<T>,

@@ -5,6 +5,7 @@
 
 mod conv;
 mod elementwise;
+mod kinks;
 mod layout;
 mod linalg;
 
@@ -14,6 +15,8 @@ use num_traits::{Float, FromPrimitive, ToPrimitive};
 use crate::ir::graph::{Graph, NodeId};
 use crate::ir::ops::Op;
 use crate::rng;
+
+pub use kinks::Kinks;
 
 /// The element types the interpreter runs in.
 pub trait Real:
@@ -72,6 +75,8 @@ pub struct Feeds<'a, T> {
     /// Seed of this step's dropout masks.
     pub seed: u64,
     pub batch: usize,
+    /// Record or replay the decisions of piecewise ops (see [`Kinks`]).
+    pub kinks: Option<&'a Kinks<T>>,
 }
 
 /// A node's value: one tensor, a fed tensor (input, parameter, state or body
@@ -95,6 +100,10 @@ fn internal(node: NodeId, message: impl Into<String>) -> RefError {
         node: node.0,
         message: message.into(),
     }
+}
+
+fn replay_mismatch(node: NodeId) -> RefError {
+    internal(node, "the recorded decisions do not fit this run")
 }
 
 /// Runs `graph` and returns the values of `wanted`, in order.
@@ -256,8 +265,18 @@ fn eval<'v, T: Real>(
                 .collect();
             ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| internal(id, e.to_string()))?
         }
-        Op::Unary(u) => x(0)?.mapv(|v| real(u.eval(f64_of(v)))),
-        Op::Binary(b) => elementwise::binary(*b, x(0)?, x(1)?, &shape),
+        Op::Unary(u) => match feeds.kinks {
+            Some(k) if kinks::unary_kinks(*u) => {
+                kinks::unary(k, *u, x(0)?).map_err(|_| replay_mismatch(id))?
+            }
+            _ => x(0)?.mapv(|v| real(u.eval(f64_of(v)))),
+        },
+        Op::Binary(b) => match feeds.kinks {
+            Some(k) if kinks::binary_kinks(*b) => {
+                kinks::binary(k, *b, x(0)?, x(1)?, &shape).map_err(|_| replay_mismatch(id))?
+            }
+            _ => elementwise::binary(*b, x(0)?, x(1)?, &shape),
+        },
         Op::Where => elementwise::select(x(0)?, x(1)?, x(2)?, &shape),
         Op::OneHot { classes } => layout::one_hot(x(0)?, *classes),
         Op::Gather => layout::gather(x(0)?, x(1)?),
@@ -295,7 +314,12 @@ fn eval<'v, T: Real>(
         Op::ConvGradWeight { window, groups } => {
             conv::conv_grad_weight(x(0)?, x(1)?, window, *groups, &shape)
         }
-        Op::Pool { kind, window } => conv::pool(x(0)?, *kind, window, &shape),
+        Op::Pool { kind, window } => match feeds.kinks {
+            Some(k) if *kind == crate::ir::ops::PoolKind::Max => {
+                kinks::max_pool(k, x(0)?, window, &shape).map_err(|_| replay_mismatch(id))?
+            }
+            _ => conv::pool(x(0)?, *kind, window, &shape),
+        },
         Op::PoolGrad { kind, window } => conv::pool_grad(x(0)?, x(1)?, *kind, window),
         Op::Recur(r) => {
             let inputs: Vec<&ArrayD<T>> = (0..ins.len()).map(x).collect::<Result<_, _>>()?;

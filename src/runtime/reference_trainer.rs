@@ -92,6 +92,7 @@ impl<T: Real> ReferenceTrainer<T> {
             hypers: &hypers,
             seed: rng::step_seed(self.recipe.seed, self.step as u64),
             batch: self.batch,
+            kinks: None,
         };
         let mut values = reference::run(&tg.graph, &feeds, &wanted)?.into_iter();
         let loss = values.next().map_or(f64::NAN, |l| {
