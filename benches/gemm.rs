@@ -70,6 +70,8 @@ fn main() {
     let shapes: &[(&str, usize, usize, usize, bool, bool)] = &[
         ("mnist fwd x·W1", 128, 512, 784, false, false),
         ("mnist fwd h1·W2", 128, 256, 512, false, false),
+        ("mnist fwd x·W1ᵀ ([out, in] W)", 128, 512, 784, false, true),
+        ("mnist fwd h1·W2ᵀ ([out, in] W)", 128, 256, 512, false, true),
         ("mnist dW1 = xᵀ·dh1", 784, 512, 128, true, false),
         ("mnist dh1 = dh2·W2ᵀ", 128, 512, 256, false, true),
         ("mnist dW2 = h1ᵀ·dh2", 512, 256, 128, true, false),
