@@ -208,3 +208,18 @@ fn one_hot_products_gather_rows() {
         agree(&src, 3).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// A dense layer's [out, in] weight copied row-major before its product
+/// (the rule applies from 128 rows and 2^16 weights on): same step as the
+/// reference.
+#[test]
+fn transposed_weights_copied_before_the_product() {
+    let src = "model m { input x: [B, 320]  labels y: [B] classes 5\n \
+               loss = cross_entropy(x |> dense(272) |> relu |> dense(5), y) }";
+    agree(src, 130).unwrap_or_else(|e| panic!("{e}"));
+    let c = check_source("op.nn", src, &FsLoader, &Default::default());
+    let planned =
+        nnc::runtime::programs::training(&c.models[0], 130).unwrap_or_else(|e| panic!("{e}"));
+    let kernels = nnc::schedule::listing(&planned.program);
+    assert!(kernels.contains("copy [320, 272]"), "{kernels}");
+}

@@ -17,6 +17,7 @@ pub mod helpers;
 pub mod loops;
 pub mod math;
 pub mod pool;
+pub mod transpose;
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ use crate::schedule::{self, Base, LOp, Loop, Program, Step, View};
 use gather::GatherDesc;
 use helpers::{ConvDesc, FillDesc, Loc, SoftmaxDesc};
 use pool::PoolDesc;
+use transpose::TransposeDesc;
 
 /// The context every generated function receives.
 #[repr(C)]
@@ -132,6 +134,7 @@ struct Descs {
     conv: Vec<Box<ConvDesc>>,
     pool: Vec<Box<PoolDesc>>,
     gather: Vec<Box<GatherDesc>>,
+    transpose: Vec<Box<TransposeDesc>>,
     softmax: Vec<Box<SoftmaxDesc>>,
     fill: Vec<Box<FillDesc>>,
 }
@@ -172,6 +175,7 @@ struct Helpers {
     conv: FuncId,
     pool: FuncId,
     gather: FuncId,
+    transpose: FuncId,
     softmax: FuncId,
     fill: FuncId,
     parallel: FuncId,
@@ -201,6 +205,7 @@ pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
     jb.symbol("nnc_conv", conv::nnc_conv as *const u8);
     jb.symbol("nnc_pool", pool::nnc_pool as *const u8);
     jb.symbol("nnc_gather", gather::nnc_gather as *const u8);
+    jb.symbol("nnc_transpose", transpose::nnc_transpose as *const u8);
     jb.symbol("nnc_softmax", helpers::nnc_softmax as *const u8);
     jb.symbol("nnc_fill", helpers::nnc_fill as *const u8);
     jb.symbol("nnc_parallel", helpers::nnc_parallel as *const u8);
@@ -228,6 +233,7 @@ pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
         conv: declare(&mut module, "nnc_conv", &sig2)?,
         pool: declare(&mut module, "nnc_pool", &sig2)?,
         gather: declare(&mut module, "nnc_gather", &sig2)?,
+        transpose: declare(&mut module, "nnc_transpose", &sig2)?,
         softmax: declare(&mut module, "nnc_softmax", &sig2)?,
         fill: declare(&mut module, "nnc_fill", &sig2)?,
         parallel: declare(&mut module, "nnc_parallel", &sig4)?,
@@ -379,6 +385,21 @@ impl Gen {
                     work,
                     fills,
                 }
+            }
+            Step::Copy { from, to } if transpose::is_transposing(from, to) => {
+                let d = TransposeDesc {
+                    rows: from.shape[0],
+                    cols: from.shape[1],
+                    from: self.loc(from.base, from.offset),
+                    from_strides: [from.strides[0], from.strides[1]],
+                    to: self.loc(to.base, to.offset),
+                    to_strides: [to.strides[0], to.strides[1]],
+                };
+                self.descs.transpose.push(Box::new(d));
+                Call::Helper(
+                    self.helpers.transpose,
+                    desc_addr(self.descs.transpose.last().map(|b| &**b)),
+                )
             }
             Step::Copy { from, to } => {
                 let lp = copy_loop(from, to);
