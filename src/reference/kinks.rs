@@ -1,6 +1,6 @@
 //! Freezing the decisions of piecewise ops: which side of a relu, abs, max
 //! or min each element took, what each comparison gave, and where each
-//! max-pooling window's maximum was.
+//! max-pooling window's and max-reduction's maximum was.
 //!
 //! Recorded on one run and replayed on the next, they make the loss the
 //! smooth piece that contains the recorded point — the function autodiff
@@ -12,9 +12,9 @@ use std::cell::{Cell, RefCell};
 
 use ndarray::ArrayD;
 
-use super::elementwise::{binary as eval_binary, select};
+use super::elementwise::{binary as eval_binary, reduce, select};
 use super::{Real, conv, real};
-use crate::ir::ops::{Binary, Unary, Window};
+use crate::ir::ops::{Binary, ReduceKind, Unary, Window};
 
 #[derive(Debug)]
 enum Decision<T> {
@@ -166,6 +166,26 @@ pub fn max_pool<T: Real>(
     ArrayD::from_shape_vec(ndarray::IxDyn(shape), v).map_err(|_| Mismatch)
 }
 
+/// A max-reduction as the weighted sum it is at the recorded point: weight
+/// 1/k on each of the k maxima of a lane (autodiff shares ties equally).
+pub fn reduce_max<T: Real>(
+    k: &Kinks<T>,
+    x: &ArrayD<T>,
+    axes: &[usize],
+    keep: bool,
+) -> Result<ArrayD<T>, Mismatch> {
+    let shape = x.shape().to_vec();
+    let w = k.mask(|| {
+        let m = reduce(x, ReduceKind::Max, axes, true);
+        let at = eval_binary(Binary::Eq, x, &m, &shape);
+        let count = reduce(&at, ReduceKind::Sum, axes, true);
+        eval_binary(Binary::Div, &at, &count, &shape)
+    })?;
+    check(&w, &shape)?;
+    let picked = eval_binary(Binary::Mul, x, &w, &shape);
+    Ok(reduce(&picked, ReduceKind::Sum, axes, keep))
+}
+
 fn flag<T: Real>(c: bool) -> T {
     if c { T::one() } else { T::zero() }
 }
@@ -203,6 +223,12 @@ mod tests {
         assert_eq!(r, arr(&[-1.0, 0.0, 5.0]));
         let m = binary(&k, Binary::Max, &moved, &arr(&[0.0, 0.0, 3.0]), &[3]).unwrap_or_default();
         assert_eq!(m, arr(&[-1.0, 0.0, 3.0]));
+        // A max-reduction keeps the element it took.
+        let k = Kinks::new();
+        let _ = reduce_max(&k, &arr(&[1.0, 2.0, 2.0 - 1e-12]), &[0], false);
+        k.replay();
+        let r = reduce_max(&k, &arr(&[1.0, 0.0, 5.0]), &[0], false).unwrap_or_default();
+        assert_eq!(r.iter().copied().collect::<Vec<_>>(), vec![0.0]);
         // A run that does not follow the recording is refused.
         assert!(unary(&k, Unary::Relu, &moved).is_err());
     }

@@ -301,7 +301,12 @@ fn eval<'v, T: Real>(
                 .collect::<Result<_, _>>()?;
             ndarray::concatenate(Axis(*axis), &views).map_err(|e| internal(id, e.to_string()))?
         }
-        Op::Reduce { kind, axes, keep } => elementwise::reduce(x(0)?, *kind, axes, *keep),
+        Op::Reduce { kind, axes, keep } => match feeds.kinks {
+            Some(k) if *kind == crate::ir::ops::ReduceKind::Max => {
+                kinks::reduce_max(k, x(0)?, axes, *keep).map_err(|_| replay_mismatch(id))?
+            }
+            _ => elementwise::reduce(x(0)?, *kind, axes, *keep),
+        },
         Op::Softmax { axis } => elementwise::softmax(x(0)?, *axis, false),
         Op::LogSoftmax { axis } => elementwise::softmax(x(0)?, *axis, true),
         Op::MatMul { ta, tb } => {
