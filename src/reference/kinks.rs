@@ -229,6 +229,23 @@ mod tests {
         k.replay();
         let r = reduce_max(&k, &arr(&[1.0, 0.0, 5.0]), &[0], false).unwrap_or_default();
         assert_eq!(r.iter().copied().collect::<Vec<_>>(), vec![0.0]);
+        // Max pooling keeps the element each window took.
+        let k = Kinks::new();
+        let w = Window {
+            kernel: vec![2, 2],
+            stride: vec![2, 2],
+            pad: vec![0, 0],
+            dilation: vec![1, 1],
+            ceil: false,
+        };
+        let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![1.0, 2.0, 3.0, 4.0])
+            .unwrap_or_default();
+        let _ = max_pool(&k, &x, &w, &[1, 1, 1, 1]);
+        k.replay();
+        let moved = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![9.0, 0.0, 0.0, -1.0])
+            .unwrap_or_default();
+        let y = max_pool(&k, &moved, &w, &[1, 1, 1, 1]).unwrap_or_default();
+        assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![-1.0]);
         // A run that does not follow the recording is refused.
         assert!(unary(&k, Unary::Relu, &moved).is_err());
     }
