@@ -195,8 +195,9 @@ pub fn check_each(
         Ok(v[0].iter().next().copied().unwrap_or(f64::NAN))
     };
     let loss_at = |params: &[ArrayD<f64>]| run_loss(params, None);
-    // The loss at θ, recording every piecewise decision for `frozen`.
-    let base = run_loss(&params, Some(&kinks))?;
+    let base = loss_at(&params)?;
+    // Every piecewise decision at θ, recorded for `frozen`.
+    run_loss(&params, Some(&kinks))?;
     kinks.replay();
     let frozen = |params: &[ArrayD<f64>]| {
         kinks.replay();
@@ -232,14 +233,16 @@ pub fn check_each(
         // pooling) frozen as it was at θ (`reference::Kinks`): the smooth
         // piece autodiff differentiates. A wrong rule fails there too.
         //
-        // The quotients also measure their own rounding noise, which grows
-        // as 1/h: in a deep network the loss's own rounding makes the
+        //
+        // The frozen quotients also measure their own rounding noise, which
+        // grows as 1/h: in a deep network the loss's own rounding makes the
         // quotient at eps uncertain by 1e-9..1e-8 absolute, far above the
-        // 1e-10 `floor` assumes. A difference within three standard
-        // deviations of that noise cannot be told from zero, so the floor
-        // of the central check at eps rises to 3σ / tolerance. A wrong rule
-        // still fails: it is off by a multiple of the gradient, not by the
-        // loss's last digits.
+        // 1e-10 `floor` assumes. The frozen loss is smooth, so its quotients
+        // at eps, eps/10 and eps/100 differ by that noise alone, and a
+        // difference within three standard deviations of it cannot be told
+        // from zero: the floor of the frozen check at eps rises to
+        // 3σ / tolerance. (Unfrozen quotients differ by bends too, which
+        // would let a wrong gradient pass; they never raise the floor.)
         let measure = |a: f64,
                        params: &mut Vec<ArrayD<f64>>,
                        set: &dyn Fn(&mut Vec<ArrayD<f64>>, f64),
@@ -248,6 +251,12 @@ pub fn check_each(
             let mut central: Vec<f64> = Vec::with_capacity(3);
             let mut one_sided: Vec<f64> = Vec::with_capacity(6);
             let mut best = (f64::INFINITY, f64::NAN);
+            let consider = |best: &mut (f64, f64), num: f64| {
+                let err = error(a, num, opts.floor);
+                if err < best.0 || best.1.is_nan() {
+                    *best = (err, num);
+                }
+            };
             for h in [opts.eps, opts.eps / 10.0, opts.eps / 100.0] {
                 set(params, h);
                 let up = loss_at(params)?;
@@ -255,21 +264,9 @@ pub fn check_each(
                 let down = loss_at(params)?;
                 set(params, 0.0);
                 central.push((up - down) / (2.0 * h));
-                let sigma = rounding_noise(&central);
                 best = (f64::INFINITY, f64::NAN);
-                let consider = |best: &mut (f64, f64), num: f64, floor: f64| {
-                    let err = (a - num).abs() / a.abs().max(num.abs()).max(floor);
-                    if err < best.0 || best.1.is_nan() {
-                        *best = (err, num);
-                    }
-                };
-                for (i, &num) in central.iter().enumerate() {
-                    let floor = if i == 0 && opts.tolerance > 0.0 {
-                        opts.floor.max(3.0 * sigma / opts.tolerance)
-                    } else {
-                        opts.floor
-                    };
-                    consider(&mut best, num, floor);
+                for &num in &central {
+                    consider(&mut best, num);
                 }
                 if best.0 <= opts.tolerance {
                     break;
@@ -277,7 +274,7 @@ pub fn check_each(
                 one_sided.push((up - base) / h);
                 one_sided.push((base - down) / h);
                 for &num in &one_sided {
-                    consider(&mut best, num, opts.floor);
+                    consider(&mut best, num);
                 }
                 if best.0 <= opts.tolerance {
                     break;
@@ -286,26 +283,27 @@ pub fn check_each(
             // Bends on both sides closer than eps/100: the smooth piece
             // around θ, with every decision frozen as it was at θ.
             if best.0 > opts.tolerance {
-                let sigma = rounding_noise(&central);
-                for h in [opts.eps, opts.eps / 10.0] {
+                let mut quotients = Vec::with_capacity(3);
+                for h in [opts.eps, opts.eps / 10.0, opts.eps / 100.0] {
                     set(params, h);
                     let up = frozen(params)?;
                     set(params, -h);
                     let down = frozen(params)?;
                     set(params, 0.0);
-                    let num = (up - down) / (2.0 * h);
-                    let floor = if opts.tolerance > 0.0 {
-                        opts.floor.max(3.0 * sigma / opts.tolerance)
-                    } else {
-                        opts.floor
-                    };
-                    let err = (a - num).abs() / a.abs().max(num.abs()).max(floor);
-                    if err < best.0 {
-                        best = (err, num);
-                    }
-                    if best.0 <= opts.tolerance {
-                        break;
-                    }
+                    quotients.push((up - down) / (2.0 * h));
+                }
+                let sigma = rounding_noise(&quotients);
+                let floor = if opts.tolerance > 0.0 {
+                    opts.floor.max(3.0 * sigma / opts.tolerance)
+                } else {
+                    opts.floor
+                };
+                let err = error(a, quotients[0], floor);
+                if err < best.0 {
+                    best = (err, quotients[0]);
+                }
+                for &num in &quotients[1..] {
+                    consider(&mut best, num);
                 }
             }
             let (err, num) = best;
@@ -366,6 +364,11 @@ fn set_flat(a: &mut ArrayD<f64>, i: usize, v: f64) {
     if let Some(x) = x {
         *x = v;
     }
+}
+
+/// |a − num| / max(|a|, |num|, floor).
+fn error(a: f64, num: f64, floor: f64) -> f64 {
+    (a - num).abs() / a.abs().max(num.abs()).max(floor)
 }
 
 /// The rounding noise (one standard deviation) of the first of the

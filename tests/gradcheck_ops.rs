@@ -183,3 +183,23 @@ fn bends_on_both_sides_closer_than_any_step() {
          loss = mse(x |> dense(1), y) + 3 * sum(relu(b + 1e-9)) + sum(relu(2e-9 - b)) }",
     );
 }
+
+#[test]
+fn a_bend_near_theta_does_not_hide_a_wrong_gradient() {
+    // Truncated BPTT makes b's gradient differ from the full one by ~15 %;
+    // a relu bend 3e-7 from θ makes the unfrozen quotients disagree. Their
+    // disagreement once raised the error's floor until b passed (2.8e-5).
+    let checked = check_source(
+        "t.nn",
+        "model m { input x: [B, 4, 3]  labels y: [B, 4] classes 3\n \
+         param U: [3, 4], W: [4, 4], V: [4, 3]\n param b: [4] init zeros\n \
+         s = recur t in 0..4 from zeros([B, 4]) truncate 2 { tanh(x[t] @ U + s[t-1] @ W + b) }\n \
+         loss = cross_entropy(s @ V, y) + 10 * sum(relu(b - 3e-7)) }",
+        &FsLoader,
+        &Default::default(),
+    );
+    assert!(!checked.has_errors(), "{}", checked.report().render(false));
+    let report = gradcheck::check(&checked.models[0], &Options::default()).unwrap();
+    let b = report.iter().find(|r| r.name == "b").unwrap();
+    assert!(b.worst > 1e-2, "the truncated gradient of b passed: {b:?}");
+}

@@ -113,9 +113,10 @@ pub fn unary<T: Real>(k: &Kinks<T>, u: Unary, x: &ArrayD<T>) -> Result<ArrayD<T>
             Ok(select(&m, x, &zero, &shape))
         }
         Unary::Abs => {
-            let m = k.mask(|| x.mapv(|v| flag(v >= T::zero())))?;
+            // x · sign(x), sign(0) = 0: autodiff's slope at 0.
+            let m = k.mask(|| x.mapv(|v| flag::<T>(v > T::zero()) - flag::<T>(v < T::zero())))?;
             check(&m, &shape)?;
-            Ok(select(&m, x, &x.mapv(|v| -v), &shape))
+            Ok(eval_binary(Binary::Mul, x, &m, &shape))
         }
         _ => Ok(x.mapv(|v| real(u.eval(super::f64_of(v))))),
     }
@@ -130,14 +131,23 @@ pub fn binary<T: Real>(
 ) -> Result<ArrayD<T>, Mismatch> {
     let out = match b {
         Binary::Max | Binary::Min => {
-            let pick_x = if b == Binary::Max {
-                Binary::Ge
+            // Weight 1 on the winner, ½ on each side of a tie (autodiff
+            // splits a tie's gradient in half, as PyTorch does).
+            let wins = if b == Binary::Max {
+                Binary::Gt
             } else {
-                Binary::Le
+                Binary::Lt
             };
-            let m = k.mask(|| eval_binary(pick_x, x, y, shape))?;
-            check(&m, shape)?;
-            select(&m, x, y, shape)
+            let w = k.mask(|| {
+                let win = eval_binary(wins, x, y, shape);
+                let tie = eval_binary(Binary::Eq, x, y, shape).mapv(|v| v * real(0.5));
+                eval_binary(Binary::Add, &win, &tie, shape)
+            })?;
+            check(&w, shape)?;
+            let from_x = eval_binary(Binary::Mul, x, &w, shape);
+            let rest = w.mapv(|v| T::one() - v);
+            let from_y = eval_binary(Binary::Mul, y, &rest, shape);
+            eval_binary(Binary::Add, &from_x, &from_y, shape)
         }
         Binary::Add | Binary::Sub | Binary::Mul | Binary::Div => eval_binary(b, x, y, shape),
         // A comparison is its own decision.
