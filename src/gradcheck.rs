@@ -248,34 +248,34 @@ pub fn check_each(
                        set: &dyn Fn(&mut Vec<ArrayD<f64>>, f64),
                        report: &mut ParamCheck|
          -> Result<(), RefError> {
-            let mut central: Vec<f64> = Vec::with_capacity(3);
-            let mut one_sided: Vec<f64> = Vec::with_capacity(6);
+            let steps = [opts.eps, opts.eps / 10.0, opts.eps / 100.0];
+            // The loss at θ + h and θ − h, with θ restored after.
+            let around = |params: &mut Vec<ArrayD<f64>>,
+                          loss: &LossFn<'_>,
+                          h: f64|
+             -> Result<(f64, f64), RefError> {
+                set(params, h);
+                let up = loss(params)?;
+                set(params, -h);
+                let down = loss(params)?;
+                set(params, 0.0);
+                Ok((up, down))
+            };
             let mut best = (f64::INFINITY, f64::NAN);
-            let consider = |best: &mut (f64, f64), num: f64| {
-                let err = error(a, num, opts.floor);
+            let consider = |best: &mut (f64, f64), num: f64, floor: f64| {
+                let err = error(a, num, floor);
                 if err < best.0 || best.1.is_nan() {
                     *best = (err, num);
                 }
             };
-            for h in [opts.eps, opts.eps / 10.0, opts.eps / 100.0] {
-                set(params, h);
-                let up = loss_at(params)?;
-                set(params, -h);
-                let down = loss_at(params)?;
-                set(params, 0.0);
-                central.push((up - down) / (2.0 * h));
-                best = (f64::INFINITY, f64::NAN);
-                for &num in &central {
-                    consider(&mut best, num);
-                }
+            for h in steps {
+                let (up, down) = around(params, &loss_at, h)?;
+                consider(&mut best, (up - down) / (2.0 * h), opts.floor);
                 if best.0 <= opts.tolerance {
                     break;
                 }
-                one_sided.push((up - base) / h);
-                one_sided.push((base - down) / h);
-                for &num in &one_sided {
-                    consider(&mut best, num);
-                }
+                consider(&mut best, (up - base) / h, opts.floor);
+                consider(&mut best, (base - down) / h, opts.floor);
                 if best.0 <= opts.tolerance {
                     break;
                 }
@@ -283,27 +283,19 @@ pub fn check_each(
             // Bends on both sides closer than eps/100: the smooth piece
             // around θ, with every decision frozen as it was at θ.
             if best.0 > opts.tolerance {
-                let mut quotients = Vec::with_capacity(3);
-                for h in [opts.eps, opts.eps / 10.0, opts.eps / 100.0] {
-                    set(params, h);
-                    let up = frozen(params)?;
-                    set(params, -h);
-                    let down = frozen(params)?;
-                    set(params, 0.0);
+                let mut quotients = Vec::with_capacity(steps.len());
+                for h in steps {
+                    let (up, down) = around(params, &frozen, h)?;
                     quotients.push((up - down) / (2.0 * h));
                 }
                 let sigma = rounding_noise(&quotients);
-                let floor = if opts.tolerance > 0.0 {
-                    opts.floor.max(3.0 * sigma / opts.tolerance)
-                } else {
-                    opts.floor
-                };
-                let err = error(a, quotients[0], floor);
-                if err < best.0 {
-                    best = (err, quotients[0]);
-                }
-                for &num in &quotients[1..] {
-                    consider(&mut best, num);
+                for (i, &num) in quotients.iter().enumerate() {
+                    let floor = if i == 0 && opts.tolerance > 0.0 {
+                        opts.floor.max(3.0 * sigma / opts.tolerance)
+                    } else {
+                        opts.floor
+                    };
+                    consider(&mut best, num, floor);
                 }
             }
             let (err, num) = best;
@@ -365,6 +357,9 @@ fn set_flat(a: &mut ArrayD<f64>, i: usize, v: f64) {
         *x = v;
     }
 }
+
+/// The loss as a function of the parameters.
+type LossFn<'a> = dyn Fn(&[ArrayD<f64>]) -> Result<f64, RefError> + 'a;
 
 /// |a − num| / max(|a|, |num|, floor).
 fn error(a: f64, num: f64, floor: f64) -> f64 {

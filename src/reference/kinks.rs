@@ -69,28 +69,33 @@ impl<T: Real> Kinks<T> {
         }
     }
 
-    fn mask(&self, fresh: impl FnOnce() -> ArrayD<T>) -> Result<ArrayD<T>, Mismatch> {
+    /// A fresh decision when recording, the next recorded one when replaying.
+    fn decide<V: Clone>(
+        &self,
+        fresh: impl FnOnce() -> V,
+        wrap: fn(V) -> Decision<T>,
+        unwrap: fn(&Decision<T>) -> Option<&V>,
+    ) -> Result<V, Mismatch> {
         if !self.replaying.get() {
-            let m = fresh();
-            self.tape.borrow_mut().push(Decision::Mask(m.clone()));
-            return Ok(m);
+            let v = fresh();
+            self.tape.borrow_mut().push(wrap(v.clone()));
+            return Ok(v);
         }
-        match &*self.next()? {
-            Decision::Mask(m) => Ok(m.clone()),
-            Decision::Index(_) => Err(Mismatch),
-        }
+        unwrap(&*self.next()?).cloned().ok_or(Mismatch)
+    }
+
+    fn mask(&self, fresh: impl FnOnce() -> ArrayD<T>) -> Result<ArrayD<T>, Mismatch> {
+        self.decide(fresh, Decision::Mask, |d| match d {
+            Decision::Mask(m) => Some(m),
+            Decision::Index(_) => None,
+        })
     }
 
     fn index(&self, fresh: impl FnOnce() -> Vec<usize>) -> Result<Vec<usize>, Mismatch> {
-        if !self.replaying.get() {
-            let m = fresh();
-            self.tape.borrow_mut().push(Decision::Index(m.clone()));
-            return Ok(m);
-        }
-        match &*self.next()? {
-            Decision::Index(m) => Ok(m.clone()),
-            Decision::Mask(_) => Err(Mismatch),
-        }
+        self.decide(fresh, Decision::Index, |d| match d {
+            Decision::Index(m) => Some(m),
+            Decision::Mask(_) => None,
+        })
     }
 }
 
