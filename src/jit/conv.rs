@@ -214,11 +214,9 @@ fn over_images(threads: usize, n: usize, f: impl Fn(usize, usize) + Sync) {
         f(0, n);
         return;
     }
-    rayon::scope(|s| {
-        for &(lo, hi) in &parts {
-            let f = &f;
-            s.spawn(move |_| f(lo, hi));
-        }
+    super::team::parallel_for(threads, parts.len(), |t| {
+        let (lo, hi) = parts[t];
+        f(lo, hi)
     });
 }
 
@@ -360,18 +358,14 @@ unsafe fn nnc_conv_im2col(ctx: *const Ctx, d: &ConvDesc) {
                     .iter()
                     .map(|_| std::sync::Mutex::new(Vec::new()))
                     .collect();
-                rayon::scope(|s| {
-                    for (t, &(lo, hi)) in parts.iter().enumerate() {
-                        let partials = &partials;
-                        s.spawn(move |_| {
-                            with_scratch(&PART, wlen, |part| {
-                                weight_grad(d, x.get(), y.get(), part.as_mut_ptr(), lo, hi);
-                                if let Ok(mut slot) = partials[t].lock() {
-                                    *slot = part.to_vec();
-                                }
-                            })
-                        });
-                    }
+                super::team::parallel_for(threads, parts.len(), |t| {
+                    let (lo, hi) = parts[t];
+                    with_scratch(&PART, wlen, |part| {
+                        weight_grad(d, x.get(), y.get(), part.as_mut_ptr(), lo, hi);
+                        if let Ok(mut slot) = partials[t].lock() {
+                            *slot = part.to_vec();
+                        }
+                    })
                 });
                 let out = std::slice::from_raw_parts_mut(w.get(), wlen);
                 out.fill(0.0);

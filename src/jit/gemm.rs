@@ -92,42 +92,35 @@ pub(crate) unsafe fn gemm_split(
     let len = if along_n { n } else { m };
     let chunk = len.div_ceil(threads).next_multiple_of(16);
     let (c, a, b) = (c as usize, a as usize, b as usize);
-    rayon::scope(|s| {
-        let mut start = 0;
-        while start < len {
-            let size = chunk.min(len - start);
-            let job = move |_: &rayon::Scope<'_>| unsafe {
-                let (c, a, b) = (c as *mut f32, a as *const f32, b as *const f32);
-                let st = start as isize;
-                // This block: columns start.. (of C and B) or rows start.. (of C and A).
-                let (bm, bn, c, a, b) = if along_n {
-                    (m, size, c.offset(st * c_cs), a, b.offset(st * b_cs))
-                } else {
-                    (size, n, c.offset(st * c_rs), a.offset(st * a_rs), b)
-                };
-                gemm_raw(
-                    bm,
-                    bn,
-                    k,
-                    c,
-                    c_rs,
-                    c_cs,
-                    a,
-                    a_rs,
-                    a_cs,
-                    b,
-                    b_rs,
-                    b_cs,
-                    acc,
-                    Parallelism::None,
-                );
-            };
-            if start + size >= len {
-                job(s);
+    let blocks = len.div_ceil(chunk);
+    super::team::parallel_for(threads, blocks, |i| {
+        let start = i * chunk;
+        let size = chunk.min(len - start);
+        unsafe {
+            let (c, a, b) = (c as *mut f32, a as *const f32, b as *const f32);
+            let st = start as isize;
+            // This block: columns start.. (of C and B) or rows start.. (of C and A).
+            let (bm, bn, c, a, b) = if along_n {
+                (m, size, c.offset(st * c_cs), a, b.offset(st * b_cs))
             } else {
-                s.spawn(job);
-            }
-            start += size;
+                (size, n, c.offset(st * c_rs), a.offset(st * a_rs), b)
+            };
+            gemm_raw(
+                bm,
+                bn,
+                k,
+                c,
+                c_rs,
+                c_cs,
+                a,
+                a_rs,
+                a_cs,
+                b,
+                b_rs,
+                b_cs,
+                acc,
+                Parallelism::None,
+            );
         }
     });
 }

@@ -211,11 +211,10 @@ pub unsafe extern "C" fn nnc_parallel(ctx: *const Ctx, f: LoopFn, n: i64, work: 
         }
         let parts = (threads as i64).min(n);
         let ctx_addr = ctx as usize;
-        rayon::scope(|s| {
-            for p in 0..parts {
-                let (lo, hi) = (n * p / parts, n * (p + 1) / parts);
-                s.spawn(move |_| f(ctx_addr as *const Ctx, lo, hi));
-            }
+        super::team::parallel_for(threads, parts as usize, |p| {
+            let p = p as i64;
+            let (lo, hi) = (n * p / parts, n * (p + 1) / parts);
+            f(ctx_addr as *const Ctx, lo, hi)
         });
     }
 }

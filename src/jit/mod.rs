@@ -17,6 +17,7 @@ pub mod helpers;
 pub mod loops;
 pub mod math;
 pub mod pool;
+pub mod team;
 pub mod transpose;
 
 use std::time::{Duration, Instant};

@@ -268,12 +268,9 @@ pub unsafe extern "C" fn nnc_pool(ctx: *const Ctx, d: *const PoolDesc) {
             run(0, d.planes);
         } else {
             let parts = threads.min(d.planes);
-            rayon::scope(|s| {
-                for t in 0..parts {
-                    let run = &run;
-                    let (lo, hi) = (d.planes * t / parts, d.planes * (t + 1) / parts);
-                    s.spawn(move |_| run(lo, hi));
-                }
+            super::team::parallel_for(threads, parts, |t| {
+                let (lo, hi) = (d.planes * t / parts, d.planes * (t + 1) / parts);
+                run(lo, hi)
             });
         }
     }

@@ -103,20 +103,6 @@ pub struct Executable {
 // which takes `&mut self`; between calls they are stale and unused.
 unsafe impl Send for Executable {}
 
-/// A context handed to the pool thread that runs a step.
-#[derive(Clone, Copy)]
-struct CtxRef<'a>(&'a Ctx);
-
-// SAFETY: the context's pointers address buffers the caller of `run` holds
-// borrowed (mutably) until the step, run by exactly one thread, returns.
-unsafe impl Send for CtxRef<'_> {}
-
-impl<'a> CtxRef<'a> {
-    fn get(self) -> &'a Ctx {
-        self.0
-    }
-}
-
 impl Executable {
     /// Schedules and compiles `graph` for `batch`.
     pub fn new(
@@ -202,8 +188,8 @@ impl Executable {
             }
             None => std::ptr::null_mut(),
         };
-        // Threads only when some kernel splits; then the whole step runs on
-        // the pool, whose threads the kernels' parallel parts use.
+        // Threads only when some kernel splits; the step runs on the caller,
+        // and a team of workers (`jit::team`) joins its parallel parts.
         let threads = if self.code.threaded {
             threads.max(1)
         } else {
@@ -216,17 +202,11 @@ impl Executable {
             threads,
             profile,
         };
-        let code = &*self.code;
-        let ctx_ref = CtxRef(&ctx);
         // SAFETY: every region the program addresses now points at a buffer of
         // the size it was scheduled for (arena allocated for the program,
         // parameters/states/hypers/inputs checked above); `ctx` outlives the
-        // call, which returns before `install` does.
-        let run = move || unsafe { code.run(ctx_ref.get()) };
-        match super::pool(threads).filter(|_| threads > 1) {
-            Some(pool) => pool.install(run),
-            None => run(),
-        }
+        // call, and every parallel part finishes before its kernel returns.
+        unsafe { self.code.run(&ctx) };
         Ok(())
     }
 
