@@ -31,6 +31,11 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 
 /// One SGD step of `src` (a model with a loss) compiled and interpreted.
 fn agree(src: &str, batch: usize) -> Result<(), TestCaseError> {
+    agree_on(src, batch, 1)
+}
+
+/// [`agree`] with the compiled step on `threads` threads.
+fn agree_on(src: &str, batch: usize, threads: usize) -> Result<(), TestCaseError> {
     let c = check_source("op.nn", src, &FsLoader, &Default::default());
     if c.has_errors() {
         return Err(TestCaseError::fail(format!(
@@ -52,7 +57,7 @@ fn agree(src: &str, batch: usize) -> Result<(), TestCaseError> {
     let init: Vec<ArrayD<f32>> = nnc::runtime::params::init(m, 7);
     let mut r = ReferenceTrainer::<f32>::new(m, recipe.clone(), batch, Some(init.clone()))
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let mut j = JitTrainer::new(m, recipe, batch, Some(init), 1, true)
+    let mut j = JitTrainer::new(m, recipe, batch, Some(init), threads, true)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let xs = random_inputs(m, batch, 9);
     let x32: Vec<ArrayD<f32>> = xs.iter().map(|a| a.mapv(|v| v as f32)).collect();
@@ -113,6 +118,20 @@ proptest! {
             h1 = x |> conv2d({c}, kernel: 1) |> conv2d({o}, kernel: 3, pad: 1) |> relu |> conv2d(2, kernel: 5, pad: 2)\n \
             loss = cross_entropy(h1 |> global_avgpool, y) }}");
         agree(&src, 2)?;
+    }
+
+    /// Stride-1 convolutions with up to 17 output channels (the direct
+    /// kernels: vectorised over positions up to 8 channels, over channels
+    /// up to 16), any kernel and padding, on 1 or 2 threads (per-thread
+    /// weight-gradient partials).
+    #[test]
+    fn conv2d_few_channels(n in 1usize..4, c in 1usize..18, o in 1usize..18, h in 5usize..17, w in 5usize..17,
+                           k in 1usize..6, p in 0usize..3, threads in 1usize..3) {
+        prop_assume!(k <= h + 2 * p && k <= w + 2 * p);
+        let src = format!("model m {{ input x: [B, {c}, {h}, {w}]  labels y: [B] classes 2\n \
+            h1 = x |> conv2d({c}, kernel: 1)\n h2 = h1 |> conv2d({o}, kernel: {k}, pad: {p})\n \
+            loss = mean(h2 * h2) + cross_entropy(h2 |> global_avgpool |> dense(2), y) }}");
+        agree_on(&src, n, threads)?;
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! huge function would compile superlinearly slower.
 
 pub mod conv;
+pub mod conv_direct;
 pub mod conv_shift;
 mod define;
 pub mod gather;
