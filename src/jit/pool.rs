@@ -130,10 +130,16 @@ impl PoolDesc {
             let bot = &x[(r0 + 1) * w..(r0 + 2) * w];
             let out = &mut y[a * ow..(a + 1) * ow];
             let base = (r0 * w) as u32;
-            match idx.as_deref_mut() {
+            let ix = idx.as_deref_mut().map(|ix| &mut ix[a * ow..(a + 1) * ow]);
+            // Runs of 8 windows 8 at a time, the rest below.
+            let (done, ix) = if stride == 2 {
+                max_2x2_simd(top, bot, out, ix, c0, base, w)
+            } else {
+                (0, ix)
+            };
+            match ix {
                 Some(ix) => {
-                    let ix = &mut ix[a * ow..(a + 1) * ow];
-                    for (b, (o, i)) in out.iter_mut().zip(ix.iter_mut()).enumerate() {
+                    for (b, (o, i)) in out.iter_mut().zip(ix.iter_mut()).enumerate().skip(done) {
                         let c = c0 + b * stride;
                         let (p, q, r, t) = (top[c], top[c + 1], bot[c], bot[c + 1]);
                         let up = q > p;
@@ -148,7 +154,7 @@ impl PoolDesc {
                     }
                 }
                 None => {
-                    for (b, o) in out.iter_mut().enumerate() {
+                    for (b, o) in out.iter_mut().enumerate().skip(done) {
                         let c = c0 + b * stride;
                         let (p, q, r, t) = (top[c], top[c + 1], bot[c], bot[c + 1]);
                         let m01 = if q > p { q } else { p };
@@ -188,6 +194,116 @@ impl PoolDesc {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Windows of stride 2 along a row pair, 8 at a time with 256-bit vectors
+/// (the same comparisons as [`PoolDesc::max_2x2`], so the same results);
+/// returns how many windows it did (all, or none when the host lacks AVX2
+/// or the row is short) and the index slice back.
+#[allow(clippy::type_complexity)]
+fn max_2x2_simd<'a>(
+    top: &[f32],
+    bot: &[f32],
+    out: &mut [f32],
+    ix: Option<&'a mut [u32]>,
+    c0: usize,
+    base: u32,
+    w: usize,
+) -> (usize, Option<&'a mut [u32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // Windows b.. read columns c0 + 2b .. of both rows; all of them
+        // must lie inside the row (they do for an unpadded 2×2 pooling).
+        // Rows of fewer than 8 windows stay scalar (one short block costs
+        // more than it saves: 0.064 → 0.074 ms on LeNet's 10×10 maps).
+        if out.len() < 8 || c0 + 2 * out.len() > w.min(top.len()).min(bot.len()) {
+            return (0, ix);
+        }
+        let mut ix = ix;
+        // SAFETY: AVX2 is present; loads stay within the windows' columns
+        // (the last block's are masked), stores within `out` / `ix`.
+        unsafe { max_2x2_avx2(top, bot, out, ix.as_deref_mut(), c0, base, w) };
+        return (out.len(), ix);
+    }
+    let _ = (top, bot, out, c0, base, w);
+    (0, ix)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn max_2x2_avx2(
+    top: &[f32],
+    bot: &[f32],
+    out: &mut [f32],
+    ix: Option<&mut [u32]>,
+    c0: usize,
+    base: u32,
+    w: usize,
+) {
+    use std::arch::x86_64::*;
+    // Even and odd elements of 16 consecutive floats, in order.
+    let split = |a: __m256, b: __m256| {
+        let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+        let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+        let fix = |v: __m256| {
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+        };
+        (fix(even), fix(odd))
+    };
+    let steps = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // Lanes below n: a mask for masked loads and stores.
+    let below = |n: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane);
+    let mut ix = ix;
+    let n = out.len();
+    for b in (0..n).step_by(8) {
+        let c = c0 + 2 * b;
+        let k = (n - b).min(8);
+        // SAFETY: columns c .. c + 2k are inside both rows (checked by the
+        // caller); a short last block masks the loads past them and the
+        // stores past `out`.
+        unsafe {
+            let load = |row: &[f32], at: usize, m: __m256i| {
+                if k == 8 {
+                    _mm256_loadu_ps(row.as_ptr().add(at))
+                } else {
+                    _mm256_maskload_ps(row.as_ptr().wrapping_add(at), m)
+                }
+            };
+            let (m0, m1) = (below(2 * k), below((2 * k).saturating_sub(8)));
+            let (p, q) = split(load(top, c, m0), load(top, c + 8, m1));
+            let (r, t) = split(load(bot, c, m0), load(bot, c + 8, m1));
+            let up = _mm256_cmp_ps::<_CMP_GT_OQ>(q, p);
+            let m01 = _mm256_blendv_ps(p, q, up);
+            let dn = _mm256_cmp_ps::<_CMP_GT_OQ>(t, r);
+            let m23 = _mm256_blendv_ps(r, t, dn);
+            let lower = _mm256_cmp_ps::<_CMP_GT_OQ>(m23, m01);
+            // (Masked stores are microcoded and slow on AMD: a short block
+            // goes through a small array.)
+            let store = |at: *mut f32, v: __m256| {
+                if k == 8 {
+                    _mm256_storeu_ps(at, v)
+                } else {
+                    let mut tmp = [0.0f32; 8];
+                    _mm256_storeu_ps(tmp.as_mut_ptr(), v);
+                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), at, k);
+                }
+            };
+            store(out.as_mut_ptr().add(b), _mm256_blendv_ps(m01, m23, lower));
+            if let Some(ix) = ix.as_deref_mut() {
+                let col = _mm256_add_epi32(_mm256_set1_epi32((base as usize + c) as i32), steps);
+                // A true mask is −1: subtracting it adds 1 (the odd column).
+                let i01 = _mm256_sub_epi32(col, _mm256_castps_si256(up));
+                let i23 = _mm256_sub_epi32(
+                    _mm256_add_epi32(col, _mm256_set1_epi32(w as i32)),
+                    _mm256_castps_si256(dn),
+                );
+                let i = _mm256_blendv_ps(_mm256_castsi256_ps(i01), _mm256_castsi256_ps(i23), lower);
+                store(ix.as_mut_ptr().add(b) as *mut f32, i);
             }
         }
     }
@@ -316,6 +432,37 @@ mod tests {
             i2[o] = at as u32;
         }
         assert_eq!((y1, i1), (y2, i2));
+        // Planes wide enough for runs of 8 windows (and a remainder), with
+        // ties and negative values.
+        for (h, w) in [(4, 36), (2, 34), (6, 18)] {
+            let d = PoolDesc::new(
+                PoolKind::Max,
+                false,
+                &window(2, 2, 0),
+                &[1, 1, h, w],
+                &[1, 1, h / 2, w / 2],
+            );
+            assert!(d.full_2x2());
+            let x: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+            let n = (h / 2) * (w / 2);
+            let (mut y1, mut y2) = (vec![0.0; n], vec![0.0; n]);
+            let (mut i1, mut i2) = (vec![0u32; n], vec![0u32; n]);
+            d.max_2x2(&x, &mut y1, Some(&mut i1));
+            let mut y3 = vec![0.0; n];
+            d.max_2x2(&x, &mut y3, None);
+            for (o, (&(y0, yh, _), &(x0, xh, _))) in d
+                .rows
+                .iter()
+                .flat_map(|r| d.cols.iter().map(move |c| (r, c)))
+                .enumerate()
+            {
+                let (m, at) = window_max(&x, w, y0, yh, x0, xh);
+                y2[o] = m;
+                i2[o] = at as u32;
+            }
+            assert_eq!((&y1, &i1), (&y2, &i2), "{h}x{w}");
+            assert_eq!(y3, y2, "{h}x{w} without indices");
+        }
         let padded = PoolDesc::new(
             PoolKind::Max,
             false,
