@@ -150,6 +150,35 @@ pub fn prepare(lp: &Loop, env: &Env) -> Prepared {
             d += 1;
         }
     }
+    // A reduction over the outermost dimension (a convolution's bias
+    // gradient sums over the batch) keeps threads from splitting it; then
+    // the next dimension goes outermost if no reduction folds it. Each
+    // output still adds its terms in the same order.
+    let folds = |reduces: &[(usize, ReduceKind, f32, Acc)], d: usize| {
+        reduces.iter().any(|(_, _, _, a)| a.strides[d] == 0)
+    };
+    if dims.len() >= 3 && folds(&reduces, 0) && !folds(&reduces, 1) {
+        dims.swap(0, 1);
+        for a in loads.values_mut() {
+            a.strides.swap(0, 1);
+        }
+        for (_, a) in stores.iter_mut() {
+            a.strides.swap(0, 1);
+        }
+        for (_, _, _, a) in reduces.iter_mut() {
+            a.strides.swap(0, 1);
+        }
+        for s in masks.values_mut() {
+            s.swap(0, 1);
+        }
+        for k in iota.values_mut() {
+            *k = match *k {
+                0 => 1,
+                1 => 0,
+                k => k,
+            };
+        }
+    }
     // Threads may split dim 0 unless a reduction folds it (two threads
     // would add into the same element).
     let parallel = !dims.is_empty() && reduces.iter().all(|(_, _, _, a)| a.strides[0] != 0);
