@@ -207,7 +207,7 @@ fn chunks(n: usize, threads: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Runs `f(first, last)` over image ranges, on the pool when several threads.
+/// Runs `f(first, last)` over image ranges, on the team when several threads.
 fn over_images(threads: usize, n: usize, f: impl Fn(usize, usize) + Sync) {
     let parts = chunks(n, threads);
     if parts.len() == 1 {

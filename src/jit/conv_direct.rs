@@ -61,7 +61,7 @@ pub fn applies(d: &ConvDesc) -> bool {
     // stem's 16 on 32×32, 0.43 → 0.54 ms). Over positions (≤ 8 channels)
     // and for weight gradients it won on every layer measured.
     let wins = outputs <= LANES || positions < DIRECT_MAX_POSITIONS;
-    simple && same_geometry && outputs <= 2 * LANES && wins && host_has_avx2()
+    simple && same_geometry && (1..=2 * LANES).contains(&outputs) && wins && host_has_avx2()
 }
 
 /// Maps of at least this many positions run channel-vectorised forward
@@ -620,7 +620,7 @@ unsafe fn forward_run_narrow<const C: usize, const X: usize>(
 unsafe fn forward_run_narrow<const C: usize, const X: usize>(
     _: &Image,
     _: *const f32,
-    _: *mut f32,
+    _: *const f32,
     _: *mut f32,
     _: usize,
     _: usize,
@@ -656,6 +656,9 @@ unsafe fn weight_grad_image_narrow(im: &Image, xp: *const f32, dy: *const f32, a
 
 /// Taps (i, j..j + T) of input channel `cc` for all C output channels,
 /// summed over the image's positions; adds those with j + t < kw to `acc`.
+/// The lanes past `ow` multiply dy's zero padding by the next row's x: the
+/// same sum for finite inputs, NaN for a tap where im2col would not see an
+/// infinity.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]

@@ -197,8 +197,8 @@ pub unsafe extern "C" fn nnc_fill(ctx: *const Ctx, d: *const FillDesc) {
 /// The signature of a loop kernel.
 pub type LoopFn = unsafe extern "C" fn(*const Ctx, i64, i64);
 
-/// Runs a loop kernel over `n` outer iterations, split across the pool when
-/// the work is large enough to pay for it.
+/// Runs a loop kernel over `n` outer iterations, split across the team's
+/// threads when the work is large enough to pay for it.
 ///
 /// # Safety
 /// Called by generated code with a live context and one of its kernels.

@@ -36,6 +36,9 @@ struct Shared {
     /// The current job; written only while no part of the previous job can
     /// still be running, read only by a worker holding a claimed part.
     job: UnsafeCell<Option<Job>>,
+    /// The first panic of a part of the current job, resumed by the
+    /// submitter once every part has finished.
+    panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 // SAFETY: `job` is written by the submitting thread only between jobs, when
@@ -71,13 +74,14 @@ impl Team {
             done: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
+            panic: Mutex::new(None),
         });
         let mut workers = Vec::new();
         for i in 1..threads {
             let s = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
                 .name(format!("nnc-{i}"))
-                .spawn(move || work(&s))
+                .spawn(move || work(&s, 0))
                 .ok()?;
             workers.push(handle.thread().clone());
         }
@@ -117,8 +121,17 @@ impl Team {
             }
         }
         claim_parts(s, epoch(fresh));
+        // Every part must finish before `f` (and what it borrows) goes away,
+        // even when one panicked: only then is the panic passed on.
         while s.done.load(Ordering::Acquire) < parts {
             std::hint::spin_loop();
+        }
+        let panic = match s.panic.lock() {
+            Ok(mut p) => p.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(payload) = panic {
+            std::panic::resume_unwind(payload);
         }
     }
 }
@@ -138,10 +151,18 @@ fn claim_parts(s: &Shared, e: u64) {
                 // SAFETY: this part of epoch `e` is claimed and unfinished, so
                 // the job is the one written before `e` was published and its
                 // submitter is still waiting.
-                unsafe {
+                let part = next(c);
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
                     if let Some(job) = *s.job.get() {
-                        (*job)(next(c));
+                        (*job)(part);
                     }
+                }));
+                if let Err(payload) = ran {
+                    let mut slot = match s.panic.lock() {
+                        Ok(p) => p,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    slot.get_or_insert(payload);
                 }
                 s.done.fetch_add(1, Ordering::Release);
                 c = s.claim.load(Ordering::Acquire);
@@ -151,9 +172,10 @@ fn claim_parts(s: &Shared, e: u64) {
     }
 }
 
-/// A worker: waits for each new epoch (spinning, then parked) and helps.
-fn work(s: &Shared) {
-    let mut seen = epoch(s.claim.load(Ordering::Acquire));
+/// A worker: waits for each epoch after `seen` (spinning, then parked) and
+/// helps. It starts from the team's first epoch, so a job submitted before
+/// the thread ran is still joined.
+fn work(s: &Shared, mut seen: u64) {
     loop {
         let since = Instant::now();
         let mut spins = 0u32;
@@ -222,6 +244,32 @@ mod tests {
             });
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
         }
+    }
+
+    #[test]
+    fn a_panicking_part_reaches_the_submitter_after_all_parts_finish() {
+        let team = Team::new(2).expect("a worker thread starts");
+        for panicking in [0, 1] {
+            let finished = AtomicU32::new(0);
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                team.run(2, &|i| {
+                    if i == panicking {
+                        panic!("part {i}");
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    finished.fetch_add(1, Ordering::SeqCst);
+                })
+            }));
+            assert!(caught.is_err());
+            // The other part had finished before the panic was passed on.
+            assert_eq!(finished.load(Ordering::SeqCst), 1);
+        }
+        // The team still runs jobs afterwards, with its worker.
+        let total = AtomicU32::new(0);
+        team.run(4, &|_| {
+            total.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(total.load(Ordering::SeqCst), 4);
     }
 
     #[test]
