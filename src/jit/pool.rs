@@ -113,35 +113,6 @@ impl PoolDesc {
         full(&self.rows) && full(&self.cols)
     }
 
-    /// Every input element is in exactly one window: 2×2, stride 2, no
-    /// padding, even sides.
-    fn tiles_2x2(&self) -> bool {
-        self.full_2x2()
-            && self.h == 2 * self.oh
-            && self.w == 2 * self.ow
-            && self.rows.iter().enumerate().all(|(a, r)| r.0 == 2 * a)
-            && self.cols.iter().enumerate().all(|(b, c)| c.0 == 2 * b)
-    }
-
-    /// The gradient of a [`tiles_2x2`](Self::tiles_2x2) max pooling in one
-    /// pass over dx: each element takes its window's gradient if it was the
-    /// window's argmax, else 0 (no zero fill, then scatter).
-    fn max_2x2_grad(&self, dy: &[f32], dx: &mut [f32], ix: &[u32]) {
-        let (w, ow) = (self.w, self.ow);
-        for r in 0..self.h {
-            let a = r / 2;
-            let (g, i) = (&dy[a * ow..(a + 1) * ow], &ix[a * ow..(a + 1) * ow]);
-            let row = &mut dx[r * w..(r + 1) * w];
-            let base = (r * w) as u32;
-            let done = max_2x2_grad_simd(g, i, row, base);
-            for b in done..ow {
-                let p = base + 2 * b as u32;
-                row[2 * b] = if i[b] == p { g[b] } else { 0.0 };
-                row[2 * b + 1] = if i[b] == p + 1 { g[b] } else { 0.0 };
-            }
-        }
-    }
-
     /// 2×2 max pooling with its argmax, written as selects the compiler
     /// vectorises (the first maximum of the window wins, as in the generic
     /// path; NaNs are not singled out here).
@@ -197,9 +168,6 @@ impl PoolDesc {
 
     /// One plane backward: `dx` (zeroed here) from the output gradient `dy`.
     fn backward(&self, x: &[f32], dy: &[f32], dx: &mut [f32], idx: Option<&[u32]>) {
-        if let (true, Some(ix), true) = (self.max, idx, self.tiles_2x2()) {
-            return self.max_2x2_grad(dy, dx, ix);
-        }
         dx.fill(0.0);
         if let (true, Some(ix)) = (self.max, idx) {
             // A plain scatter from the argmax the forward pass kept.
@@ -251,7 +219,7 @@ fn max_2x2_simd<'a>(
         // must lie inside the row (they do for an unpadded 2×2 pooling).
         // Rows of fewer than 8 windows stay scalar (one short block costs
         // more than it saves: 0.064 → 0.074 ms on LeNet's 10×10 maps).
-        if out.len() < 8 || c0 + 2 * out.len() > w {
+        if out.len() < 8 || c0 + 2 * out.len() > w.min(top.len()).min(bot.len()) {
             return (0, ix);
         }
         let mut ix = ix;
@@ -337,42 +305,6 @@ unsafe fn max_2x2_avx2(
                 let i = _mm256_blendv_ps(_mm256_castsi256_ps(i01), _mm256_castsi256_ps(i23), lower);
                 store(ix.as_mut_ptr().add(b) as *mut f32, i);
             }
-        }
-    }
-}
-
-/// [`PoolDesc::max_2x2_grad`] of one row, 4 windows (8 elements) at a time;
-/// returns how many windows it did.
-fn max_2x2_grad_simd(g: &[f32], i: &[u32], row: &mut [f32], base: u32) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        let blocks = g.len().min(i.len()).min(row.len() / 2) / 4;
-        // SAFETY: AVX2 is present; block k reads windows 4k..4k + 4 of g and
-        // i and writes elements 8k..8k + 8 of row, all inside (by `blocks`).
-        unsafe { max_2x2_grad_avx2(g, i, row, base, blocks) };
-        return blocks * 4;
-    }
-    let _ = (g, i, row, base);
-    0
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn max_2x2_grad_avx2(g: &[f32], i: &[u32], row: &mut [f32], base: u32, blocks: usize) {
-    use std::arch::x86_64::*;
-    let twice = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
-    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for k in 0..blocks {
-        // SAFETY: inside the slices, as the caller checked.
-        unsafe {
-            let gv = _mm256_castps128_ps256(_mm_loadu_ps(g.as_ptr().add(4 * k)));
-            let iv =
-                _mm256_castsi128_si256(_mm_loadu_si128(i.as_ptr().add(4 * k) as *const __m128i));
-            let g8 = _mm256_permutevar8x32_ps(gv, twice);
-            let i8 = _mm256_permutevar8x32_epi32(iv, twice);
-            let at = _mm256_add_epi32(_mm256_set1_epi32((base + 8 * k as u32) as i32), lane);
-            let hit = _mm256_castsi256_ps(_mm256_cmpeq_epi32(i8, at));
-            _mm256_storeu_ps(row.as_mut_ptr().add(8 * k), _mm256_and_ps(hit, g8));
         }
     }
 }
@@ -531,37 +463,6 @@ mod tests {
             assert_eq!((&y1, &i1), (&y2, &i2), "{h}x{w}");
             assert_eq!(y3, y2, "{h}x{w} without indices");
         }
-        // The one-pass gradient equals the scatter from the indices.
-        for (h, w) in [(4, 36), (2, 10), (6, 18)] {
-            let d = PoolDesc::new(
-                PoolKind::Max,
-                true,
-                &window(2, 2, 0),
-                &[1, 1, h, w],
-                &[1, 1, h / 2, w / 2],
-            );
-            assert!(d.tiles_2x2());
-            let x: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
-            let n = (h / 2) * (w / 2);
-            let (mut y, mut ix) = (vec![0.0; n], vec![0u32; n]);
-            d.max_2x2(&x, &mut y, Some(&mut ix));
-            let dy: Vec<f32> = (0..n).map(|k| k as f32 + 0.5).collect();
-            let mut fast = vec![f32::NAN; h * w];
-            d.backward(&x, &dy, &mut fast, Some(&ix));
-            let mut scatter = vec![0.0; h * w];
-            for (k, &at) in ix.iter().enumerate() {
-                scatter[at as usize] += dy[k];
-            }
-            assert_eq!(fast, scatter, "{h}x{w}");
-        }
-        let odd = PoolDesc::new(
-            PoolKind::Max,
-            true,
-            &window(2, 2, 0),
-            &[1, 1, 5, 5],
-            &[1, 1, 2, 2],
-        );
-        assert!(!odd.tiles_2x2());
         let padded = PoolDesc::new(
             PoolKind::Max,
             false,
