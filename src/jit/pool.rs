@@ -219,7 +219,7 @@ fn max_2x2_simd<'a>(
         // must lie inside the row (they do for an unpadded 2×2 pooling).
         // Rows of fewer than 8 windows stay scalar (one short block costs
         // more than it saves: 0.064 → 0.074 ms on LeNet's 10×10 maps).
-        if out.len() < 8 || c0 + 2 * out.len() > w.min(top.len()).min(bot.len()) {
+        if out.len() < 8 || c0 + 2 * out.len() > w {
             return (0, ix);
         }
         let mut ix = ix;
