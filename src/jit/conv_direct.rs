@@ -300,11 +300,12 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
     }
 }
 
-/// Calls `$f::<V, N>` for the runtime pair (v, n), v in 1..=2 and
-/// n in 1..=ACCS / v.
-macro_rules! by_shape {
-    ($v:expr, $n:expr, $f:ident ( $($arg:expr),* )) => {
-        match ($v, $n) {
+/// Calls `$f::<A, B>` for the runtime pair (a, b), a in 1..=8 and
+/// b in 1..=ACCS / a: accumulator vectors (or channels) by positions (or
+/// taps), at most ACCS registers in all.
+macro_rules! by_block {
+    ($c:expr, $x:expr, $f:ident ( $($arg:expr),* )) => {
+        match ($c, $x) {
             (1, 1) => $f::<1, 1>($($arg),*),
             (1, 2) => $f::<1, 2>($($arg),*),
             (1, 3) => $f::<1, 3>($($arg),*),
@@ -316,13 +317,26 @@ macro_rules! by_shape {
             (1, 9) => $f::<1, 9>($($arg),*),
             (1, 10) => $f::<1, 10>($($arg),*),
             (1, 11) => $f::<1, 11>($($arg),*),
-            (1, 12) => $f::<1, 12>($($arg),*),
-            (_, 1) => $f::<2, 1>($($arg),*),
-            (_, 2) => $f::<2, 2>($($arg),*),
-            (_, 3) => $f::<2, 3>($($arg),*),
-            (_, 4) => $f::<2, 4>($($arg),*),
-            (_, 5) => $f::<2, 5>($($arg),*),
-            _ => $f::<2, 6>($($arg),*),
+            (1, _) => $f::<1, 12>($($arg),*),
+            (2, 1) => $f::<2, 1>($($arg),*),
+            (2, 2) => $f::<2, 2>($($arg),*),
+            (2, 3) => $f::<2, 3>($($arg),*),
+            (2, 4) => $f::<2, 4>($($arg),*),
+            (2, 5) => $f::<2, 5>($($arg),*),
+            (2, _) => $f::<2, 6>($($arg),*),
+            (3, 1) => $f::<3, 1>($($arg),*),
+            (3, 2) => $f::<3, 2>($($arg),*),
+            (3, 3) => $f::<3, 3>($($arg),*),
+            (3, _) => $f::<3, 4>($($arg),*),
+            (4, 1) => $f::<4, 1>($($arg),*),
+            (4, 2) => $f::<4, 2>($($arg),*),
+            (4, _) => $f::<4, 3>($($arg),*),
+            (5, 1) => $f::<5, 1>($($arg),*),
+            (5, _) => $f::<5, 2>($($arg),*),
+            (6, 1) => $f::<6, 1>($($arg),*),
+            (6, _) => $f::<6, 2>($($arg),*),
+            (7, _) => $f::<7, 1>($($arg),*),
+            _ => $f::<8, 1>($($arg),*),
         }
     };
 }
@@ -347,7 +361,7 @@ unsafe fn forward_image(im: &Image, xp: *const f32, wk: *const f32, y: *mut f32)
                 // xp (a run past the row end reads at most nx + kw into SLACK).
                 unsafe {
                     let at = tile.as_mut_ptr().add(ox * v8);
-                    by_shape!(v, nx, forward_run(im, xp, wk, at, oy, ox));
+                    by_block!(v, nx, forward_run(im, xp, wk, at, oy, ox));
                 }
                 ox += nx;
             }
@@ -432,7 +446,7 @@ unsafe fn weight_grad_image(im: &Image, xp: *const f32, dyt: *const f32, acc: *m
             while j < im.kw {
                 let valid = nk.min(im.kw - j);
                 // SAFETY: as in `forward_image`; taps past kw read SLACK.
-                unsafe { by_shape!(v, nk, weight_grad_run(im, xp, dyt, acc, cc, i, j, valid)) };
+                unsafe { by_block!(v, nk, weight_grad_run(im, xp, dyt, acc, cc, i, j, valid)) };
                 j += nk;
             }
         }
@@ -506,46 +520,6 @@ fn narrow_vectors(channels: usize, len: usize) -> usize {
     (ACCS / channels).clamp(1, len.div_ceil(LANES))
 }
 
-/// Calls `$f::<C, X>` for the runtime pair (c, x), c in 1..=8 and
-/// x in 1..=ACCS / c.
-macro_rules! by_narrow {
-    ($c:expr, $x:expr, $f:ident ( $($arg:expr),* )) => {
-        match ($c, $x) {
-            (1, 1) => $f::<1, 1>($($arg),*),
-            (1, 2) => $f::<1, 2>($($arg),*),
-            (1, 3) => $f::<1, 3>($($arg),*),
-            (1, 4) => $f::<1, 4>($($arg),*),
-            (1, 5) => $f::<1, 5>($($arg),*),
-            (1, 6) => $f::<1, 6>($($arg),*),
-            (1, 7) => $f::<1, 7>($($arg),*),
-            (1, 8) => $f::<1, 8>($($arg),*),
-            (1, 9) => $f::<1, 9>($($arg),*),
-            (1, 10) => $f::<1, 10>($($arg),*),
-            (1, 11) => $f::<1, 11>($($arg),*),
-            (1, _) => $f::<1, 12>($($arg),*),
-            (2, 1) => $f::<2, 1>($($arg),*),
-            (2, 2) => $f::<2, 2>($($arg),*),
-            (2, 3) => $f::<2, 3>($($arg),*),
-            (2, 4) => $f::<2, 4>($($arg),*),
-            (2, 5) => $f::<2, 5>($($arg),*),
-            (2, _) => $f::<2, 6>($($arg),*),
-            (3, 1) => $f::<3, 1>($($arg),*),
-            (3, 2) => $f::<3, 2>($($arg),*),
-            (3, 3) => $f::<3, 3>($($arg),*),
-            (3, _) => $f::<3, 4>($($arg),*),
-            (4, 1) => $f::<4, 1>($($arg),*),
-            (4, 2) => $f::<4, 2>($($arg),*),
-            (4, _) => $f::<4, 3>($($arg),*),
-            (5, 1) => $f::<5, 1>($($arg),*),
-            (5, _) => $f::<5, 2>($($arg),*),
-            (6, 1) => $f::<6, 1>($($arg),*),
-            (6, _) => $f::<6, 2>($($arg),*),
-            (7, _) => $f::<7, 1>($($arg),*),
-            _ => $f::<8, 1>($($arg),*),
-        }
-    };
-}
-
 /// y [o][oh][ow] of one padded image, for o ≤ 8 (`wk` as in
 /// [`forward_image`]).
 ///
@@ -558,7 +532,7 @@ unsafe fn forward_image_narrow(im: &Image, xp: *const f32, wk: *const f32, y: *m
         while ox < im.ow {
             // SAFETY: as in `forward_image`; a block reads at most
             // 8·xv + kw past its start, inside the row or SLACK.
-            unsafe { by_narrow!(im.o, xv, forward_run_narrow(im, xp, wk, y, oy, ox)) };
+            unsafe { by_block!(im.o, xv, forward_run_narrow(im, xp, wk, y, oy, ox)) };
             ox += xv * LANES;
         }
     }
@@ -642,7 +616,7 @@ unsafe fn weight_grad_image_narrow(im: &Image, xp: *const f32, dy: *const f32, a
             while j < im.kw {
                 // SAFETY: as in `weight_grad_image`.
                 unsafe {
-                    by_narrow!(
+                    by_block!(
                         im.o,
                         taps,
                         weight_grad_run_narrow(im, xp, dy, acc, cc, i, j)

@@ -90,26 +90,8 @@ pub(crate) unsafe fn gemm_split(
 ) {
     let along_n = n >= m;
     let len = if along_n { n } else { m };
-    if len == 0 || k == 0 {
-        // SAFETY: as the caller's (nothing to split).
-        return unsafe {
-            gemm_raw(
-                m,
-                n,
-                k,
-                c,
-                c_rs,
-                c_cs,
-                a,
-                a_rs,
-                a_cs,
-                b,
-                b_rs,
-                b_cs,
-                acc,
-                Parallelism::None,
-            )
-        };
+    if len == 0 {
+        return;
     }
     let chunk = len.div_ceil(threads).next_multiple_of(16);
     let (c, a, b) = (c as usize, a as usize, b as usize);
