@@ -263,10 +263,10 @@ pub unsafe extern "C" fn nnc_conv(ctx: *const Ctx, d: *const ConvDesc) {
         let d = &*d;
         // Each tap is a product with K = C/groups: too few channels (LeNet's
         // first layer has one) leave the products nothing to do.
-        if d.shiftable() && d.h * d.w >= SHIFT_MIN_POSITIONS && d.c / d.groups >= 8 {
-            super::conv_shift::run(d, ctx, (*ctx).threads.max(1));
-        } else if super::conv_direct::applies(d) {
+        if super::conv_direct::applies(d) {
             super::conv_direct::run(ctx, d, (*ctx).threads.max(1));
+        } else if d.shiftable() && d.h * d.w >= SHIFT_MIN_POSITIONS && d.c / d.groups >= 8 {
+            super::conv_shift::run(d, ctx, (*ctx).threads.max(1));
         } else {
             nnc_conv_im2col(ctx, d);
         }

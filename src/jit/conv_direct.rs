@@ -48,25 +48,35 @@ use super::conv::with_scratch as scratch;
 pub fn applies(d: &ConvDesc) -> bool {
     let simple = d.groups == 1 && d.sh == 1 && d.sw == 1 && d.dh == 1 && d.dw == 1;
     let same_geometry = d.oh + d.kh == d.h + 2 * d.ph + 1 && d.ow + d.kw == d.w + 2 * d.pw + 1;
-    let (outputs, positions) = match d.kind {
-        0 => (d.o, d.oh * d.ow),
+    // Outputs, positions and terms per output of the convolution computed.
+    let (outputs, positions, terms) = match d.kind {
+        0 => (d.o, d.oh * d.ow, d.c * d.kh * d.kw),
         // The input gradient is a convolution of dy padded by k − 1 − pad.
-        1 if d.ph < d.kh && d.pw < d.kw => (d.c, d.h * d.w),
+        1 if d.ph < d.kh && d.pw < d.kw => (d.c, d.h * d.w, d.o * d.kh * d.kw),
         1 => return false,
-        _ => (d.o, 0),
+        _ => (d.o, 0, usize::MAX),
     };
-    // Vectorised over channels, a forward pass beats im2col only on small
-    // maps, where the product per image is too small for `gemm` (measured,
-    // 1 thread: LeNet's 16 channels on 10×10, 0.84 → 0.34 ms; a ResNet
-    // stem's 16 on 32×32, 0.43 → 0.54 ms). Over positions (≤ 8 channels)
-    // and for weight gradients it won on every layer measured.
-    let wins = outputs <= LANES || positions < DIRECT_MAX_POSITIONS;
-    simple && same_geometry && (1..=2 * LANES).contains(&outputs) && wins && host_has_avx2()
+    // Vectorised over channels, a convolution with few terms per output is
+    // bound by storing its outputs and loses to im2col on large maps (a
+    // ResNet stem, 3 channels × 3×3 on 32×32: 0.43 → 0.54 ms); with many
+    // terms or on small maps it wins (LeNet's 6 × 5×5 on 10×10: 0.84 →
+    // 0.35 ms; 16 × 3×3 on 32×32: 2.18 → 1.74 ms against the shifted
+    // products, 2.6 → 1.0 at 2 threads). Over positions (≤ 8 channels) and
+    // for weight gradients it won on every layer measured. A 1×1
+    // convolution is a plain product: left to `gemm`.
+    let wins = outputs <= LANES || positions < DIRECT_MAX_POSITIONS || terms >= DIRECT_MIN_TERMS;
+    simple
+        && same_geometry
+        && d.kh * d.kw > 1
+        && (1..=2 * LANES).contains(&outputs)
+        && wins
+        && host_has_avx2()
 }
 
-/// Maps of at least this many positions run channel-vectorised forward
-/// passes through im2col instead.
+/// Maps of at least this many positions run channel-vectorised passes with
+/// fewer than [`DIRECT_MIN_TERMS`] terms per output through im2col instead.
 const DIRECT_MAX_POSITIONS: usize = 512;
+const DIRECT_MIN_TERMS: usize = 64;
 
 #[cfg(target_arch = "x86_64")]
 fn host_has_avx2() -> bool {
