@@ -450,21 +450,35 @@ unsafe fn forward_run<const V: usize, const N: usize>(
 unsafe fn weight_grad_image(im: &Image, xp: *const f32, dyt: *const f32, acc: *mut f32) {
     let v = im.vectors();
     let nk = run_length(im.kw, ACCS / v);
+    // Two kernel rows at a time when their accumulators fit in registers.
+    let pair = 2 * v * nk <= ACCS;
     for cc in 0..im.c {
-        for i in 0..im.kh {
+        let mut i = 0;
+        while i < im.kh {
+            let rows = if pair && i + 1 < im.kh { 2 } else { 1 };
             let mut j = 0;
             while j < im.kw {
                 let valid = nk.min(im.kw - j);
-                // SAFETY: as in `forward_image`; taps past kw read SLACK.
-                unsafe { by_block!(v, nk, weight_grad_run(im, xp, dyt, acc, cc, i, j, valid)) };
+                // SAFETY: as in `forward_image`; taps past kw read SLACK,
+                // and row i + rows − 1 < kh is inside the padded image.
+                unsafe {
+                    by_block!(
+                        v,
+                        nk,
+                        weight_grad_run(im, xp, dyt, acc, cc, i, j, valid, rows)
+                    )
+                };
                 j += nk;
             }
+            i += rows;
         }
     }
 }
 
-/// Taps (i, j..j + N) of input channel `cc`, summed over all positions;
-/// adds the first `valid` into `acc`.
+/// Taps (i.., j..j + N) of input channel `cc` for `rows` (1 or 2) kernel
+/// rows, summed over all positions; adds the first `valid` of each row into
+/// `acc`. Two rows share each load of dy: with a 3-wide kernel one row
+/// keeps only 6 accumulators busy, too few to hide the FMA latency.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -477,9 +491,32 @@ unsafe fn weight_grad_run<const V: usize, const N: usize>(
     i: usize,
     j: usize,
     valid: usize,
+    rows: usize,
+) {
+    unsafe {
+        if rows == 2 {
+            weight_grad_rows::<V, N, 2>(im, xp, dyt, acc, cc, i, j, valid)
+        } else {
+            weight_grad_rows::<V, N, 1>(im, xp, dyt, acc, cc, i, j, valid)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grad_rows<const V: usize, const N: usize, const R: usize>(
+    im: &Image,
+    xp: *const f32,
+    dyt: *const f32,
+    acc: *mut f32,
+    cc: usize,
+    i: usize,
+    j: usize,
+    valid: usize,
 ) {
     use std::arch::x86_64::*;
-    let mut s = [[_mm256_setzero_ps(); V]; N];
+    let mut s = [[[_mm256_setzero_ps(); V]; N]; R];
     let v8 = V * LANES;
     unsafe {
         for oy in 0..im.oh {
@@ -490,19 +527,23 @@ unsafe fn weight_grad_run<const V: usize, const N: usize>(
                 for (u, d) in dv.iter_mut().enumerate() {
                     *d = _mm256_loadu_ps(drow.add(ox * v8 + u * LANES));
                 }
-                for (t, a) in s.iter_mut().enumerate() {
-                    let xb = _mm256_broadcast_ss(&*row.add(ox + t));
-                    for u in 0..V {
-                        a[u] = _mm256_fmadd_ps(xb, dv[u], a[u]);
+                for (r, sr) in s.iter_mut().enumerate() {
+                    for (t, a) in sr.iter_mut().enumerate() {
+                        let xb = _mm256_broadcast_ss(&*row.add(r * im.wp + ox + t));
+                        for u in 0..V {
+                            a[u] = _mm256_fmadd_ps(xb, dv[u], a[u]);
+                        }
                     }
                 }
             }
         }
-        for (t, a) in s.iter().enumerate().take(valid) {
-            let at = acc.add(((cc * im.kh + i) * im.kw + j + t) * v8);
-            for u in 0..V {
-                let p = at.add(u * LANES);
-                _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), a[u]));
+        for (r, sr) in s.iter().enumerate() {
+            for (t, a) in sr.iter().enumerate().take(valid) {
+                let at = acc.add(((cc * im.kh + i + r) * im.kw + j + t) * v8);
+                for u in 0..V {
+                    let p = at.add(u * LANES);
+                    _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), a[u]));
+                }
             }
         }
     }
@@ -515,6 +556,7 @@ unsafe fn weight_grad_run<const V: usize, const N: usize>(
     _: *const f32,
     _: *const f32,
     _: *mut f32,
+    _: usize,
     _: usize,
     _: usize,
     _: usize,
