@@ -16,7 +16,7 @@ use std::cell::RefCell;
 
 use super::Ctx;
 use super::gemm::gemm_raw;
-use super::helpers::ConvDesc;
+use super::helpers::{ConvDesc, Shared};
 
 thread_local! {
     /// Column scratch, grown once per thread and reused every step.
@@ -218,20 +218,6 @@ fn over_images(threads: usize, n: usize, f: impl Fn(usize, usize) + Sync) {
         let (lo, hi) = parts[t];
         f(lo, hi)
     });
-}
-
-/// Raw pointers that threads share (each writes disjoint images).
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: used only for disjoint per-image regions, or read-only.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// The pointer (a method, so closures capture the `Send` wrapper, not the field).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Stride-1 convolutions over maps of at least this many positions use the

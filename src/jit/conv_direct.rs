@@ -23,7 +23,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::Ctx;
-use super::helpers::ConvDesc;
+use super::helpers::{ConvDesc, Shared};
 use super::team::parallel_for;
 
 /// Output channels per accumulator.
@@ -86,18 +86,6 @@ fn host_has_avx2() -> bool {
 #[cfg(not(target_arch = "x86_64"))]
 fn host_has_avx2() -> bool {
     false
-}
-
-/// Raw pointers shared by the threads (disjoint images, or read-only).
-#[derive(Clone, Copy)]
-struct Ptr(*mut f32);
-// SAFETY: each thread writes its own images' outputs or its own partial sums.
-unsafe impl Send for Ptr {}
-unsafe impl Sync for Ptr {}
-impl Ptr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// A stride-1 convolution of one padded image: `xp` is [c][hp][wp] plus
@@ -170,7 +158,13 @@ unsafe fn pad_image(
 /// Called from `nnc_conv` with a live context: the descriptor's buffers
 /// cover the shapes it names.
 pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
-    let (x, w, y) = unsafe { (Ptr(d.x.ptr(ctx)), Ptr(d.wt.ptr(ctx)), Ptr(d.y.ptr(ctx))) };
+    let (x, w, y) = unsafe {
+        (
+            Shared(d.x.ptr(ctx)),
+            Shared(d.wt.ptr(ctx)),
+            Shared(d.y.ptr(ctx)),
+        )
+    };
     let (kk, k) = (d.kh * d.kw, d.c * d.kh * d.kw);
     let parts = threads.clamp(1, d.n.max(1));
     let images = |t: usize| (d.n * t / parts, d.n * (t + 1) / parts);
@@ -216,7 +210,7 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
                         }
                     }
                 }
-                let wk = Ptr(wk.as_mut_ptr());
+                let wk = Shared(wk.as_mut_ptr());
                 let (xs, ys) = (ci * hi * wi, co * ho * wo);
                 parallel_for(threads, parts, |t| {
                     let (lo, hi_img) = images(t);
@@ -253,7 +247,7 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
             // One partial dWᵀ [k][v·8] per part, summed in a fixed order.
             scratch(&PACK, parts * k * v8, |partials| {
                 partials.fill(0.0);
-                let base = Ptr(partials.as_mut_ptr());
+                let base = Shared(partials.as_mut_ptr());
                 parallel_for(threads, parts, |t| {
                     let (lo, hi_img) = images(t);
                     let acc = unsafe { base.get().add(t * k * v8) };

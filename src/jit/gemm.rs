@@ -70,9 +70,10 @@ pub unsafe extern "C" fn nnc_gemm(ctx: *const Ctx, d: *const GemmDesc) {
 
 /// Like [`gemm_raw`] on `threads` threads: the output is cut into one block
 /// of rows or columns per thread (along the longer side, so each thread
-/// reads all of the smaller operand), and each block is a one-thread product.
+/// reads all of the smaller operand), and each block is a one-thread product
+/// (one block, on the caller, for one thread).
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_split(
+pub(crate) unsafe fn gemm_on(
     m: usize,
     n: usize,
     k: usize,
@@ -93,7 +94,7 @@ pub(crate) unsafe fn gemm_split(
     if len == 0 {
         return;
     }
-    let chunk = len.div_ceil(threads).next_multiple_of(16);
+    let chunk = len.div_ceil(threads.max(1)).next_multiple_of(16);
     let (c, a, b) = (c as usize, a as usize, b as usize);
     let blocks = len.div_ceil(chunk);
     super::team::parallel_for(threads, blocks, |i| {
@@ -126,50 +127,6 @@ pub(crate) unsafe fn gemm_split(
             );
         }
     });
-}
-
-/// [`gemm_split`] on more than one thread, else [`gemm_raw`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_on(
-    m: usize,
-    n: usize,
-    k: usize,
-    c: *mut f32,
-    c_rs: isize,
-    c_cs: isize,
-    a: *const f32,
-    a_rs: isize,
-    a_cs: isize,
-    b: *const f32,
-    b_rs: isize,
-    b_cs: isize,
-    acc: bool,
-    threads: usize,
-) {
-    unsafe {
-        if threads > 1 {
-            gemm_split(
-                m, n, k, c, c_rs, c_cs, a, a_rs, a_cs, b, b_rs, b_cs, acc, threads,
-            );
-        } else {
-            gemm_raw(
-                m,
-                n,
-                k,
-                c,
-                c_rs,
-                c_cs,
-                a,
-                a_rs,
-                a_cs,
-                b,
-                b_rs,
-                b_cs,
-                acc,
-                Parallelism::None,
-            );
-        }
-    }
 }
 
 /// c = a·b (+ c when `acc`), strides in elements.

@@ -25,6 +25,21 @@ impl Loc {
     }
 }
 
+/// A buffer's pointer shared by the threads of one kernel, each of which
+/// writes its own disjoint part (images, planes, partial sums) or only reads.
+#[derive(Clone, Copy)]
+pub(super) struct Shared(pub(super) *mut f32);
+// SAFETY: the kernels that share one hand each thread a disjoint part.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the field).
+    pub(super) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Loops of at least this many element-operations are split.
 const LOOP_SPLIT_WORK: i64 = 1 << 18;
 

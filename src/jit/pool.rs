@@ -3,7 +3,7 @@
 //! computed once at compile time.
 
 use super::Ctx;
-use super::helpers::Loc;
+use super::helpers::{Loc, Shared};
 use crate::ir::ops::{PoolKind, Window};
 
 /// Pooling geometry with the span of every output row and column.
@@ -335,18 +335,6 @@ fn window_max(x: &[f32], w: usize, y0: usize, y1: usize, x0: usize, x1: usize) -
             at as usize
         },
     )
-}
-
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: threads touch disjoint planes.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// # Safety

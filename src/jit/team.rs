@@ -12,7 +12,6 @@
 //! thread, or a part that is itself parallel) runs on its caller alone.
 
 use std::cell::UnsafeCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::thread::Thread;
@@ -214,20 +213,16 @@ pub fn parallel_for(threads: usize, parts: usize, f: impl Fn(usize) + Sync) {
     }
 }
 
-/// The team of `threads` threads (the caller counts as one), made once.
+/// The team of `threads` threads (the caller counts as one), made once;
+/// found without a lock, since every parallel kernel asks. (More than 256
+/// threads: the caller runs the parts alone.)
 fn team(threads: usize) -> Option<&'static Team> {
-    static TEAMS: OnceLock<Mutex<HashMap<usize, &'static Team>>> = OnceLock::new();
-    let teams = TEAMS.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut map = match teams.lock() {
-        Ok(m) => m,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    if let Some(t) = map.get(&threads) {
-        return Some(t);
-    }
-    let t: &'static Team = Box::leak(Box::new(Team::new(threads)?));
-    map.insert(threads, t);
-    Some(t)
+    const MOST: usize = 256;
+    static TEAMS: [OnceLock<Option<Team>>; MOST + 1] = [const { OnceLock::new() }; MOST + 1];
+    TEAMS
+        .get(threads)?
+        .get_or_init(|| Team::new(threads))
+        .as_ref()
 }
 
 #[cfg(test)]
