@@ -139,6 +139,19 @@ proptest! {
         agree_on(&src, n, threads)?;
     }
 
+    /// 3×3 stride-1 convolutions with at least 16 channels on each side (the
+    /// Winograd path), any padding up to 2 and odd or even maps, down to a
+    /// single tile, on 1 or 2 threads.
+    #[test]
+    fn conv2d_winograd(n in 1usize..4, c in 16usize..26, o in 16usize..26, h in 1usize..14, w in 1usize..14,
+                       p in 0usize..3, threads in 1usize..3) {
+        prop_assume!(3 <= h + 2 * p && 3 <= w + 2 * p);
+        let src = format!("model m {{ input x: [B, {c}, {h}, {w}]  labels y: [B] classes 2\n \
+            h1 = x |> conv2d({c}, kernel: 1)\n h2 = h1 |> conv2d({o}, kernel: 3, pad: {p})\n \
+            loss = mean(h2 * h2) + cross_entropy(h2 |> global_avgpool |> dense(2), y) }}");
+        agree_on(&src, n, threads)?;
+    }
+
     #[test]
     fn conv1d(c in 1usize..4, o in 1usize..4, l in 4usize..12, k in 1usize..4, s in 1usize..3, p in 0usize..2) {
         prop_assume!(k <= l + 2 * p);

@@ -249,6 +249,11 @@ pub unsafe extern "C" fn nnc_conv(ctx: *const Ctx, d: *const ConvDesc) {
         let d = &*d;
         // Each tap is a product with K = C/groups: too few channels (LeNet's
         // first layer has one) leave the products nothing to do.
+        #[cfg(target_arch = "x86_64")]
+        if super::conv_winograd::applies(d) {
+            super::conv_winograd::run(ctx, d, (*ctx).threads.max(1));
+            return;
+        }
         if super::conv_direct::applies(d) {
             super::conv_direct::run(ctx, d, (*ctx).threads.max(1));
         } else if d.shiftable() && d.h * d.w >= SHIFT_MIN_POSITIONS && d.c / d.groups >= 8 {

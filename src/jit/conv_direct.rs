@@ -79,7 +79,7 @@ const DIRECT_MAX_POSITIONS: usize = 512;
 const DIRECT_MIN_TERMS: usize = 64;
 
 #[cfg(target_arch = "x86_64")]
-fn host_has_avx2() -> bool {
+pub(super) fn host_has_avx2() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 

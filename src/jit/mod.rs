@@ -11,6 +11,8 @@
 pub mod conv;
 pub mod conv_direct;
 pub mod conv_shift;
+#[cfg(target_arch = "x86_64")]
+pub mod conv_winograd;
 mod define;
 pub mod gather;
 pub mod gemm;

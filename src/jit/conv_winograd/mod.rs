@@ -1,0 +1,460 @@
+//! 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3): each 2×2 block of
+//! outputs ("tile") comes from a 4×4 block of input through 16 products of
+//! transformed values instead of 36, so the matrix products do 2.25× fewer
+//! multiply-adds than im2col's (Lavin & Gray, "Fast Algorithms for
+//! Convolutional Neural Networks", 2016):
+//!
+//! - U = G g Gᵀ per (input, output) channel pair (weights, 4×4),
+//! - V = Bᵀ d Bᵀᵀ per (channel, tile) (input, 4×4),
+//! - M[ξ] = V[ξ] · U[ξ] for each of the 16 positions ξ, a product over
+//!   channels with the tiles as its long dimension,
+//! - y = Aᵀ M A per (output channel, tile) (2×2).
+//!
+//! The input gradient is the same forward convolution of dy, padded by
+//! 2 − pad, with the kernel flipped and its channel axes swapped. The weight
+//! gradient runs the chain backwards: dM = A dy Aᵀ per tile, dU[ξ] = V[ξ]ᵀ ·
+//! dM[ξ] summed over tiles, dW = Gᵀ dU G.
+//!
+//! Transformed values are stored [ξ][channel][tile], tiles innermost: the
+//! tile kernels (`tiles`, AVX2) transform eight tiles of a tile row at once,
+//! and the products read them with unit stride along their long dimension.
+//! Images are split across threads; a thread works through its images in
+//! blocks of about [`BLOCK_TILES`] tiles so that the transformed blocks stay
+//! in the core's cache.
+//!
+//! The transforms only add, subtract and halve, so the result differs from
+//! a direct convolution by a few rounding errors of the inputs' size.
+
+// The transforms index a tile's rows and columns by number, as the
+// matrices G, B and A in the comments do.
+#![allow(clippy::needless_range_loop)]
+
+use std::cell::RefCell;
+
+use super::Ctx;
+use super::conv::with_scratch as scratch;
+use super::gemm::gemm_raw;
+use super::helpers::{ConvDesc, Shared};
+use super::team::parallel_for;
+
+mod tiles;
+
+thread_local! {
+    /// Transformed input V of a block of images.
+    static V: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Products M (forward) or transformed output gradient dM (weights).
+    static M: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A padded plane and row buffers for the tile kernels.
+    static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A thread's partial dU.
+    static DU: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Tiles past a channel's last that the tile kernels may write (garbage).
+const SLACK: usize = 8;
+
+/// Tiles a thread transforms before running the 16 products on them.
+const BLOCK_TILES: usize = 256;
+
+/// Convolutions with fewer channels on either side stay on the other paths:
+/// with few channels the products are too short and the transforms dominate.
+const MIN_CHANNELS: usize = 16;
+
+/// Whether this convolution runs here: 3×3, stride 1, no dilation, one
+/// group, padding at most 2 (so that the input gradient's padding, 2 − pad,
+/// is not negative) and enough channels on both sides.
+pub fn applies(d: &ConvDesc) -> bool {
+    d.groups == 1
+        && d.kh == 3
+        && d.kw == 3
+        && d.sh == 1
+        && d.sw == 1
+        && d.dh == 1
+        && d.dw == 1
+        && d.ph <= 2
+        && d.pw <= 2
+        && d.oh + 2 == d.h + 2 * d.ph
+        && d.ow + 2 == d.w + 2 * d.pw
+        && d.oh > 0
+        && d.ow > 0
+        && d.c >= MIN_CHANNELS
+        && d.o >= MIN_CHANNELS
+        && super::conv_direct::host_has_avx2()
+}
+
+/// The geometry of one forward-shaped convolution: `ci` channels of
+/// `hi`×`wi` in, `co` channels of `ho`×`wo` out, padding (`ph`, `pw`).
+#[derive(Clone, Copy)]
+struct Geo {
+    ci: usize,
+    hi: usize,
+    wi: usize,
+    co: usize,
+    ho: usize,
+    wo: usize,
+    ph: usize,
+    pw: usize,
+    /// Tile rows and columns.
+    th: usize,
+    tw: usize,
+}
+
+impl Geo {
+    fn new(ci: usize, hi: usize, wi: usize, co: usize, ph: usize, pw: usize) -> Geo {
+        let (ho, wo) = (hi + 2 * ph - 2, wi + 2 * pw - 2);
+        Geo {
+            ci,
+            hi,
+            wi,
+            co,
+            ho,
+            wo,
+            ph,
+            pw,
+            th: ho.div_ceil(2),
+            tw: wo.div_ceil(2),
+        }
+    }
+
+    fn tiles(&self) -> usize {
+        self.th * self.tw
+    }
+
+    /// Images per block.
+    fn block(&self) -> usize {
+        (BLOCK_TILES / self.tiles()).max(1)
+    }
+
+    /// Distance between two channels' tiles in V and M: a block's tiles and
+    /// [`SLACK`] more, which the tile kernels' last 8-tile run may write.
+    fn tile_stride(&self) -> usize {
+        self.block() * self.tiles() + SLACK
+    }
+}
+
+/// Runs the convolution `d` (see [`applies`]).
+///
+/// # Safety
+/// `ctx` is live and `d` describes buffers inside it.
+pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
+    let (x, w, y) = unsafe {
+        (
+            Shared(d.x.ptr(ctx)),
+            Shared(d.wt.ptr(ctx)),
+            Shared(d.y.ptr(ctx)),
+        )
+    };
+    let parts = threads.clamp(1, d.n.max(1));
+    let images = |t: usize| (d.n * t / parts, d.n * (t + 1) / parts);
+    match d.kind {
+        0 | 1 => {
+            let grad = d.kind == 1;
+            // The input gradient: dy → dx with the kernel flipped, padded by 2 − pad.
+            let (src, dst, g) = if grad {
+                (y, x, Geo::new(d.o, d.oh, d.ow, d.c, 2 - d.ph, 2 - d.pw))
+            } else {
+                (x, y, Geo::new(d.c, d.h, d.w, d.o, d.ph, d.pw))
+            };
+            // SAFETY: the weights hold o·c·9 floats.
+            let wts = unsafe { std::slice::from_raw_parts(w.get(), d.o * d.c * 9) };
+            let u = weight_transform(wts, d.o, d.c, grad);
+            let body = |t: usize| {
+                let (lo, hi) = images(t);
+                // SAFETY: src and dst hold the whole batch; threads write
+                // disjoint images.
+                unsafe { forward_images(&g, src.get(), dst.get(), &u, lo, hi) }
+            };
+            if parts == 1 {
+                body(0);
+            } else {
+                parallel_for(threads, parts, body);
+            }
+        }
+        _ => {
+            let g = Geo::new(d.c, d.h, d.w, d.o, d.ph, d.pw);
+            let len = 16 * d.c * d.o;
+            // Each thread sums its images' dU; the sums are added in a fixed order.
+            let partials: Vec<std::sync::Mutex<Vec<f32>>> = (0..parts)
+                .map(|_| std::sync::Mutex::new(Vec::new()))
+                .collect();
+            let body = |t: usize| {
+                let (lo, hi) = images(t);
+                scratch(&DU, len, |du| {
+                    // SAFETY: x and dy hold the whole batch.
+                    unsafe { weight_grad_images(&g, x.get(), y.get(), du, lo, hi) };
+                    if let Ok(mut slot) = partials[t].lock() {
+                        *slot = du.to_vec();
+                    }
+                })
+            };
+            if parts == 1 {
+                body(0);
+            } else {
+                parallel_for(threads, parts, body);
+            }
+            let mut du = vec![0.0f32; len];
+            for p in &partials {
+                if let Ok(v) = p.lock() {
+                    for (s, a) in du.iter_mut().zip(v.iter()) {
+                        *s += *a;
+                    }
+                }
+            }
+            // SAFETY: the weight gradient holds o·c·9 floats.
+            let dw = unsafe { std::slice::from_raw_parts_mut(w.get(), d.o * d.c * 9) };
+            weight_untransform(&du, d.o, d.c, dw);
+        }
+    }
+}
+
+/// U[ξ][i][o] = G g Gᵀ for every kernel g from input channel i to output
+/// channel o of the convolution computed. The weights are [O][C][3][3];
+/// for the input gradient (`flip`) the convolution runs from the O channels
+/// to the C channels with each kernel rotated by 180°.
+fn weight_transform(w: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
+    let (ci, co) = if flip { (o, c) } else { (c, o) };
+    let mut u = vec![0.0f32; 16 * ci * co];
+    for oo in 0..o {
+        for cc in 0..c {
+            let k = &w[(oo * c + cc) * 9..][..9];
+            let mut g = [[0.0f32; 3]; 3];
+            for i in 0..3 {
+                for j in 0..3 {
+                    g[i][j] = if flip {
+                        k[(2 - i) * 3 + (2 - j)]
+                    } else {
+                        k[i * 3 + j]
+                    };
+                }
+            }
+            // G g (4×3), then (G g) Gᵀ (4×4).
+            let mut gg = [[0.0f32; 3]; 4];
+            for j in 0..3 {
+                let (a, b, e) = (g[0][j], g[1][j], g[2][j]);
+                gg[0][j] = a;
+                gg[1][j] = 0.5 * (a + b + e);
+                gg[2][j] = 0.5 * (a - b + e);
+                gg[3][j] = e;
+            }
+            let (i_ch, o_ch) = if flip { (oo, cc) } else { (cc, oo) };
+            for r in 0..4 {
+                let (a, b, e) = (gg[r][0], gg[r][1], gg[r][2]);
+                let row = [a, 0.5 * (a + b + e), 0.5 * (a - b + e), e];
+                for (s, v) in row.into_iter().enumerate() {
+                    u[((r * 4 + s) * ci + i_ch) * co + o_ch] = v;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// dW[o][c] = Gᵀ dU[·][c][o] G for every pair, from dU [ξ][C][O].
+fn weight_untransform(du: &[f32], o: usize, c: usize, dw: &mut [f32]) {
+    for oo in 0..o {
+        for cc in 0..c {
+            let x = |r: usize, s: usize| du[((r * 4 + s) * c + cc) * o + oo];
+            // Gᵀ X (3×4), then (Gᵀ X) G (3×3); Gᵀ's rows: [1, ½, ½, 0],
+            // [0, ½, −½, 0], [0, ½, ½, 1].
+            let mut gx = [[0.0f32; 4]; 3];
+            for s in 0..4 {
+                let (a, b, e, f) = (x(0, s), x(1, s), x(2, s), x(3, s));
+                gx[0][s] = a + 0.5 * (b + e);
+                gx[1][s] = 0.5 * (b - e);
+                gx[2][s] = 0.5 * (b + e) + f;
+            }
+            let k = &mut dw[(oo * c + cc) * 9..][..9];
+            for i in 0..3 {
+                let [a, b, e, f] = gx[i];
+                k[i * 3] = a + 0.5 * (b + e);
+                k[i * 3 + 1] = 0.5 * (b - e);
+                k[i * 3 + 2] = 0.5 * (b + e) + f;
+            }
+        }
+    }
+}
+
+/// A thread's scratch: V and M (or dM) for one block of images, with
+/// [`SLACK`] tiles after each channel's row, and the tile kernels' plane
+/// and row buffers.
+fn with_buffers<R>(g: &Geo, f: impl FnOnce(&mut [f32], &mut [f32], &mut [f32]) -> R) -> R {
+    let ts = g.tile_stride();
+    scratch(&V, 16 * g.ci * ts, |v| {
+        scratch(&M, 16 * g.co * ts, |m| {
+            scratch(&ROWS, tiles::plane_len(g), |r| f(v, m, r))
+        })
+    })
+}
+
+/// The forward convolution of images lo..hi.
+///
+/// # Safety
+/// `src` holds the batch's input [N][ci][hi][wi], `dst` its output
+/// [N][co][ho][wo]; `u` is [16][ci][co]; the host has AVX2.
+unsafe fn forward_images(g: &Geo, src: *const f32, dst: *mut f32, u: &[f32], lo: usize, hi: usize) {
+    let none = gemm::Parallelism::None;
+    let ts = g.tile_stride();
+    with_buffers(g, |v, m, plane| {
+        let mut n0 = lo;
+        while n0 < hi {
+            let n1 = (n0 + g.block()).min(hi);
+            let t = (n1 - n0) * g.tiles();
+            // SAFETY: images n0..n1 are inside src; v has 16·ci·ts floats.
+            unsafe { tiles::input(g, src, n0, n1, v, plane) };
+            for xi in 0..16 {
+                // M[ξ] (T×co), stored [co][ts] = V[ξ] (T×ci, stored [ci][ts]) · U[ξ] (ci×co).
+                // SAFETY: each operand's block lies inside its buffer.
+                unsafe {
+                    gemm_raw(
+                        t,
+                        g.co,
+                        g.ci,
+                        m.as_mut_ptr().add(xi * g.co * ts),
+                        1,
+                        ts as isize,
+                        v.as_ptr().add(xi * g.ci * ts),
+                        1,
+                        ts as isize,
+                        u.as_ptr().add(xi * g.ci * g.co),
+                        g.co as isize,
+                        1,
+                        false,
+                        none,
+                    )
+                };
+            }
+            // SAFETY: images n0..n1 are inside dst; m has 16·co·ts floats.
+            unsafe { tiles::output(g, m, dst, n0, n1, plane) };
+            n0 = n1;
+        }
+    })
+}
+
+/// The weight gradient's dU [16][ci][co] from images lo..hi (overwritten).
+///
+/// # Safety
+/// `x` holds the batch's input, `dy` its output gradient; the host has AVX2.
+unsafe fn weight_grad_images(
+    g: &Geo,
+    x: *const f32,
+    dy: *const f32,
+    du: &mut [f32],
+    lo: usize,
+    hi: usize,
+) {
+    du.fill(0.0);
+    let none = gemm::Parallelism::None;
+    let ts = g.tile_stride();
+    with_buffers(g, |v, dm, plane| {
+        let mut n0 = lo;
+        while n0 < hi {
+            let n1 = (n0 + g.block()).min(hi);
+            let t = (n1 - n0) * g.tiles();
+            // SAFETY: images n0..n1 are inside x and dy; v and dm are sized by g.
+            unsafe {
+                tiles::input(g, x, n0, n1, v, plane);
+                tiles::output_grad(g, dy, n0, n1, dm, plane);
+            }
+            for xi in 0..16 {
+                // dU[ξ] (ci×co) += V[ξ]ᵀ (ci×T, stored [ci][ts]) · dM[ξ] (T×co, stored [co][ts]).
+                // SAFETY: each operand's block lies inside its buffer.
+                unsafe {
+                    gemm_raw(
+                        g.ci,
+                        g.co,
+                        t,
+                        du.as_mut_ptr().add(xi * g.ci * g.co),
+                        g.co as isize,
+                        1,
+                        v.as_ptr().add(xi * g.ci * ts),
+                        ts as isize,
+                        1,
+                        dm.as_ptr().add(xi * g.co * ts),
+                        1,
+                        ts as isize,
+                        true,
+                        none,
+                    )
+                };
+            }
+            n0 = n1;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A direct 3×3 convolution of one image, [ci][h][w] → [co][ho][wo].
+    fn direct(g: &Geo, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let mut y = vec![0.0f32; g.co * g.ho * g.wo];
+        for o in 0..g.co {
+            for a in 0..g.ho {
+                for b in 0..g.wo {
+                    let mut s = 0.0f64;
+                    for c in 0..g.ci {
+                        for i in 0..3 {
+                            for j in 0..3 {
+                                let (yy, xx) = (
+                                    (a + i) as isize - g.ph as isize,
+                                    (b + j) as isize - g.pw as isize,
+                                );
+                                if yy >= 0
+                                    && xx >= 0
+                                    && (yy as usize) < g.hi
+                                    && (xx as usize) < g.wi
+                                {
+                                    s += (w[((o * g.ci + c) * 3 + i) * 3 + j]
+                                        * x[(c * g.hi + yy as usize) * g.wi + xx as usize])
+                                        as f64;
+                                }
+                            }
+                        }
+                    }
+                    y[(o * g.ho + a) * g.wo + b] = s as f32;
+                }
+            }
+        }
+        y
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forward_matches_a_direct_convolution() {
+        if !crate::jit::conv_direct::host_has_avx2() {
+            return;
+        }
+        for &(ci, co, h, w, ph, pw) in &[
+            (3, 5, 7, 6, 1, 1),
+            (2, 4, 5, 5, 0, 0),
+            (4, 3, 6, 9, 2, 1),
+            (1, 1, 3, 3, 0, 2),
+        ] {
+            let g = Geo::new(ci, h, w, co, ph, pw);
+            let x = values(ci * h * w, 1);
+            let k = values(co * ci * 9, 2);
+            let want = direct(&g, &x, &k);
+            let u = weight_transform(&k, co, ci, false);
+            let mut got = vec![f32::NAN; co * g.ho * g.wo];
+            unsafe { forward_images(&g, x.as_ptr(), got.as_mut_ptr(), &u, 0, 1) };
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "{ci} {co} {h} {w} {ph} {pw}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
