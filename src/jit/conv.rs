@@ -23,6 +23,8 @@ thread_local! {
     static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Per-thread partial weight gradient.
     static PART: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A zero-padded input plane (im2col) or input-gradient plane (col2im).
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A transposed output gradient and a transposed weight gradient.
     static DYT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -91,6 +93,24 @@ impl ConvDesc {
         }
     }
 
+    /// The input plane with its padding: (h + 2ph) × (w + 2pw).
+    fn padded_dims(&self) -> (usize, usize) {
+        (self.h + 2 * self.ph, self.w + 2 * self.pw)
+    }
+
+    /// Row (i, j) of the columns from a padded plane: output (a, b) reads
+    /// padded (a·sh + i·dh, b·sw + j·dw), always inside it.
+    fn gather_row(&self, padded: &[f32], i: usize, j: usize, row: &mut [f32]) {
+        let wp = self.padded_dims().1;
+        for (a, out) in row.chunks_exact_mut(self.ow).enumerate() {
+            let first = (a * self.sh + i * self.dh) * wp + j * self.dw;
+            let taken = padded[first..].iter().step_by(self.sw);
+            for (o, v) in out.iter_mut().zip(taken) {
+                *o = *v;
+            }
+        }
+    }
+
     /// Columns [K][P] of image `img`, group `g`.
     ///
     /// # Safety
@@ -98,55 +118,35 @@ impl ConvDesc {
     unsafe fn im2col(&self, x: *const f32, img: usize, g: usize, cols: &mut [f32]) {
         let cg = self.c / self.groups;
         let p = self.p();
-        for cc in 0..cg {
-            // SAFETY: the plane of channel g·cg + cc of image img is inside x.
-            let plane = unsafe {
-                std::slice::from_raw_parts(
-                    x.add((img * self.c + g * cg + cc) * self.h * self.w),
-                    self.h * self.w,
-                )
-            };
-            for i in 0..self.kh {
-                for j in 0..self.kw {
-                    let row = &mut cols[((cc * self.kh + i) * self.kw + j) * p..][..p];
-                    if self.same_size() {
-                        self.shifted_plane(plane, i, j, row);
-                        continue;
+        let (hp, wp) = self.padded_dims();
+        with_scratch(&PADDED, hp * wp, |padded| {
+            padded.fill(0.0);
+            for cc in 0..cg {
+                // SAFETY: the plane of channel g·cg + cc of image img is inside x.
+                let plane = unsafe {
+                    std::slice::from_raw_parts(
+                        x.add((img * self.c + g * cg + cc) * self.h * self.w),
+                        self.h * self.w,
+                    )
+                };
+                if !self.same_size() {
+                    // The interior; the zeros around it stay from the fill.
+                    for (r, src) in plane.chunks_exact(self.w).enumerate() {
+                        padded[(r + self.ph) * wp + self.pw..][..self.w].copy_from_slice(src);
                     }
-                    for a in 0..self.oh {
-                        let out = &mut row[a * self.ow..(a + 1) * self.ow];
-                        let y = (a * self.sh + i * self.dh) as isize - self.ph as isize;
-                        if y < 0 || y >= self.h as isize {
-                            out.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[y as usize * self.w..(y as usize + 1) * self.w];
-                        // Output columns b read input x = b·sw + j·dw − pw.
-                        let off = (j * self.dw) as isize - self.pw as isize;
-                        if self.sw == 1 {
-                            // The valid range is a contiguous copy.
-                            let lo = (-off).clamp(0, self.ow as isize) as usize;
-                            let hi = (self.w as isize - off).clamp(lo as isize, self.ow as isize)
-                                as usize;
-                            out[..lo].fill(0.0);
-                            out[lo..hi].copy_from_slice(
-                                &src[(lo as isize + off) as usize..(hi as isize + off) as usize],
-                            );
-                            out[hi..].fill(0.0);
+                }
+                for i in 0..self.kh {
+                    for j in 0..self.kw {
+                        let row = &mut cols[((cc * self.kh + i) * self.kw + j) * p..][..p];
+                        if self.same_size() {
+                            self.shifted_plane(plane, i, j, row);
                         } else {
-                            for (b, o) in out.iter_mut().enumerate() {
-                                let xi = (b * self.sw) as isize + off;
-                                *o = if xi >= 0 && (xi as usize) < self.w {
-                                    src[xi as usize]
-                                } else {
-                                    0.0
-                                };
-                            }
+                            self.gather_row(padded, i, j, row);
                         }
                     }
                 }
             }
-        }
+        })
     }
 
     /// Adds columns [K][P] back into image `img`'s input gradient.
@@ -156,46 +156,39 @@ impl ConvDesc {
     unsafe fn col2im_add(&self, cols: &[f32], img: usize, g: usize, dx: *mut f32) {
         let cg = self.c / self.groups;
         let p = self.p();
-        for cc in 0..cg {
-            // SAFETY: the plane is inside dx, and only this thread writes image img.
-            let plane = unsafe {
-                std::slice::from_raw_parts_mut(
-                    dx.add((img * self.c + g * cg + cc) * self.h * self.w),
-                    self.h * self.w,
-                )
-            };
-            for i in 0..self.kh {
-                for j in 0..self.kw {
-                    let row = &cols[((cc * self.kh + i) * self.kw + j) * p..][..p];
-                    for a in 0..self.oh {
-                        let y = (a * self.sh + i * self.dh) as isize - self.ph as isize;
-                        if y < 0 || y >= self.h as isize {
-                            continue;
-                        }
-                        let dst = &mut plane[y as usize * self.w..(y as usize + 1) * self.w];
-                        let src = &row[a * self.ow..(a + 1) * self.ow];
-                        let off = (j * self.dw) as isize - self.pw as isize;
-                        if self.sw == 1 {
-                            let lo = (-off).clamp(0, self.ow as isize) as usize;
-                            let hi = (self.w as isize - off).clamp(lo as isize, self.ow as isize)
-                                as usize;
-                            let d = &mut dst
-                                [(lo as isize + off) as usize..(hi as isize + off) as usize];
-                            for (t, s) in d.iter_mut().zip(&src[lo..hi]) {
-                                *t += *s;
-                            }
-                        } else {
-                            for (b, s) in src.iter().enumerate() {
-                                let xi = (b * self.sw) as isize + off;
-                                if xi >= 0 && (xi as usize) < self.w {
-                                    dst[xi as usize] += *s;
-                                }
+        let (hp, wp) = self.padded_dims();
+        with_scratch(&PADDED, hp * wp, |padded| {
+            for cc in 0..cg {
+                // SAFETY: the plane is inside dx, and only this thread writes image img.
+                let plane = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dx.add((img * self.c + g * cg + cc) * self.h * self.w),
+                        self.h * self.w,
+                    )
+                };
+                // Every tap adds into the padded plane, whose interior is then
+                // added to the gradient.
+                padded.fill(0.0);
+                for i in 0..self.kh {
+                    for j in 0..self.kw {
+                        let row = &cols[((cc * self.kh + i) * self.kw + j) * p..][..p];
+                        for (a, src) in row.chunks_exact(self.ow).enumerate() {
+                            let first = (a * self.sh + i * self.dh) * wp + j * self.dw;
+                            let targets = padded[first..].iter_mut().step_by(self.sw);
+                            for (t, v) in targets.zip(src) {
+                                *t += *v;
                             }
                         }
                     }
                 }
+                for (r, dst) in plane.chunks_exact_mut(self.w).enumerate() {
+                    let src = &padded[(r + self.ph) * wp + self.pw..][..self.w];
+                    for (t, v) in dst.iter_mut().zip(src) {
+                        *t += *v;
+                    }
+                }
             }
-        }
+        })
     }
 }
 

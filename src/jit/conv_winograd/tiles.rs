@@ -27,7 +27,59 @@ fn line(g: &Geo) -> usize {
 /// Floats of the plane buffer the kernels need: a padded input plane
 /// (2·th + 2 rows) or output-gradient plane (2·th rows), and two output rows.
 pub(super) fn plane_len(g: &Geo) -> usize {
-    (2 * g.th + 2) * line(g) + 2 * line(g)
+    (2 * g.th + 2) * line(g) + 2 * line(g) + L
+}
+
+/// Lane masks: eight set, then eight clear.
+const MASKS: [i32; 2 * L] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// The mask of the first `r` lanes (r ≤ 8).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn first_lanes(r: usize) -> __m256i {
+    // SAFETY: 8 − r + 8 ≤ 16 elements.
+    unsafe { _mm256_loadu_si256(MASKS.as_ptr().add(L - r) as *const __m256i) }
+}
+
+/// Copies `n` floats from `src` to `dst` in whole vectors, with zeros after
+/// them up to the next multiple of 8 (rows this short lose more to a
+/// `memcpy` call than they spend copying).
+///
+/// # Safety
+/// `src` holds n floats; `dst` has room for n rounded up to 8.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_row(src: *const f32, n: usize, dst: *mut f32) {
+    let mut k = 0;
+    unsafe {
+        while k + L <= n {
+            _mm256_storeu_ps(dst.add(k), _mm256_loadu_ps(src.add(k)));
+            k += L;
+        }
+        if k < n {
+            let tail = _mm256_maskload_ps(src.add(k), first_lanes(n - k));
+            _mm256_storeu_ps(dst.add(k), tail);
+        }
+    }
+}
+
+/// Copies `n` floats from `src` to `dst`, writing nothing past them.
+///
+/// # Safety
+/// `src` holds n rounded up to 8 floats; `dst` has room for n.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_row(src: *const f32, n: usize, dst: *mut f32) {
+    let mut k = 0;
+    unsafe {
+        while k + L <= n {
+            _mm256_storeu_ps(dst.add(k), _mm256_loadu_ps(src.add(k)));
+            k += L;
+        }
+        if k < n {
+            _mm256_maskstore_ps(dst.add(k), first_lanes(n - k), _mm256_loadu_ps(src.add(k)));
+        }
+    }
 }
 
 /// The even and odd elements of the 16 floats at `p`.
@@ -76,7 +128,7 @@ pub(super) unsafe fn input(
 ) {
     let (lw, ts) = (line(g), g.tile_stride());
     let rows = 2 * g.th + 2;
-    assert!(v.len() >= 16 * g.ci * ts && plane.len() >= rows * lw);
+    assert!(v.len() >= 16 * g.ci * ts && plane.len() >= rows * lw + L);
     assert!(g.pw + g.wi <= lw && g.ph + g.hi <= rows && (n1 - n0) * g.tiles() + SLACK_MIN <= ts);
     // Zeros around the input, which each plane's copy leaves in place.
     plane[..rows * lw].fill(0.0);
@@ -84,13 +136,14 @@ pub(super) unsafe fn input(
     for n in n0..n1 {
         for c in 0..g.ci {
             for r in 0..g.hi {
-                // SAFETY: row r of plane (n, c) is inside src; the padded
-                // row holds pw + wi floats (asserted).
+                // SAFETY: row r of plane (n, c) is inside src; the zeros
+                // past it land on padding or on the next row, copied after
+                // (the plane has L floats of slack).
                 unsafe {
-                    std::ptr::copy_nonoverlapping(
+                    load_row(
                         src.add(((n * g.ci + c) * g.hi + r) * g.wi),
-                        pp.add((r + g.ph) * lw + g.pw),
                         g.wi,
+                        pp.add((r + g.ph) * lw + g.pw),
                     );
                 }
             }
@@ -195,10 +248,10 @@ pub(super) unsafe fn output(
                         // SAFETY: row oy of plane (n, o) is inside dst; the
                         // row buffer holds 2·tw ≥ wo floats.
                         unsafe {
-                            std::ptr::copy_nonoverlapping(
+                            store_row(
                                 rows.add(r * lw),
-                                dst.add(((n * g.co + o) * g.ho + oy) * g.wo),
                                 g.wo,
+                                dst.add(((n * g.co + o) * g.ho + oy) * g.wo),
                             );
                         }
                     }
@@ -226,21 +279,23 @@ pub(super) unsafe fn output_grad(
     let (lw, ts) = (line(g), g.tile_stride());
     let rows = 2 * g.th;
     assert!(dm.len() >= 16 * g.co * ts && plane.len() >= rows * lw);
-    assert!(g.wo <= lw && g.ho <= rows && (n1 - n0) * g.tiles() + SLACK_MIN <= ts);
+    assert!(
+        g.wo.next_multiple_of(L) <= lw && g.ho <= rows && (n1 - n0) * g.tiles() + SLACK_MIN <= ts
+    );
     plane[..rows * lw].fill(0.0);
     let (dm, pp) = (dm.as_mut_ptr(), plane.as_mut_ptr());
     for n in n0..n1 {
         for o in 0..g.co {
             for r in 0..g.ho {
                 // SAFETY: row r of plane (n, o) is inside dy; a padded row
-                // holds wo floats (asserted).
+                // holds wo rounded up to 8 floats (asserted).
                 unsafe {
-                    std::ptr::copy_nonoverlapping(
+                    load_row(
                         dy.add(((n * g.co + o) * g.ho + r) * g.wo),
-                        pp.add(r * lw),
                         g.wo,
-                    );
-                }
+                        pp.add(r * lw),
+                    )
+                };
             }
             let base = o * ts + (n - n0) * g.tiles();
             for ty in 0..g.th {
