@@ -11,7 +11,11 @@ use super::helpers::Loc;
 const GEMM_SPLIT_WORK: usize = 1 << 20;
 
 pub fn gemm_splits(work: usize) -> bool {
-    work >= GEMM_SPLIT_WORK
+    let t = std::env::var("NNC_SPLIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(GEMM_SPLIT_WORK);
+    work >= t
 }
 
 /// c = a @ b (or c += a @ b) for `batch` items; strides in elements.

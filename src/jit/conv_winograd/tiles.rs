@@ -111,31 +111,36 @@ unsafe fn interleave(a: __m256, b: __m256, p: *mut f32) {
     }
 }
 
-/// V[ξ][c][t] = (Bᵀ d B)[ξ] for the 4×4 input block d of every tile t of
-/// images n0..n1 (t = ((n − n0)·th + ty)·tw + tx), zeros outside the input.
+/// V[ξ][c][t] = (Bᵀ d B)[ξ] for the 4×4 input block d of every tile of
+/// tile rows q0..q1 (q = n·th + ty; t = (q − q0)·tw + tx), zeros outside
+/// the input.
 ///
 /// # Safety
-/// `src` holds images n0..n1 of [N][ci][hi][wi]; `v` has 16·ci·ts floats
-/// (ts = `g.tile_stride()`), `plane` [`plane_len`]; the host has AVX2.
+/// `src` holds the images of those rows ([N][ci][hi][wi]); `v` has
+/// 16·ci·ts floats (ts = `g.tile_stride()`), `plane` [`plane_len`]; the host
+/// has AVX2.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn input(
     g: &Geo,
     src: *const f32,
-    n0: usize,
-    n1: usize,
+    q0: usize,
+    q1: usize,
     v: &mut [f32],
     plane: &mut [f32],
 ) {
     let (lw, ts) = (line(g), g.tile_stride());
     let rows = 2 * g.th + 2;
     assert!(v.len() >= 16 * g.ci * ts && plane.len() >= rows * lw + L);
-    assert!(g.pw + g.wi <= lw && g.ph + g.hi <= rows && (n1 - n0) * g.tiles() + SLACK_MIN <= ts);
+    assert!(g.pw + g.wi <= lw && g.ph + g.hi <= rows && (q1 - q0) * g.tw + SLACK_MIN <= ts);
     // Zeros around the input, which each plane's copy leaves in place.
     plane[..rows * lw].fill(0.0);
     let (v, pp) = (v.as_mut_ptr(), plane.as_mut_ptr());
-    for n in n0..n1 {
+    for (n, ty0, ty1) in g.spans(q0, q1) {
+        // Tile rows ty0..ty1 read padded rows 2·ty0 .. 2·ty1 + 2.
+        let first = (2 * ty0).saturating_sub(g.ph).min(g.hi);
+        let last = (2 * ty1 + 2).saturating_sub(g.ph).min(g.hi);
         for c in 0..g.ci {
-            for r in 0..g.hi {
+            for r in first..last {
                 // SAFETY: row r of plane (n, c) is inside src; the zeros
                 // past it land on padding or on the next row, copied after
                 // (the plane has L floats of slack).
@@ -147,8 +152,8 @@ pub(super) unsafe fn input(
                     );
                 }
             }
-            let base = |a: usize| (a * 4 * g.ci + c) * ts + (n - n0) * g.tiles();
-            for ty in 0..g.th {
+            let base = |a: usize| (a * 4 * g.ci + c) * ts;
+            for ty in ty0..ty1 {
                 for i0 in (0..g.tw).step_by(L) {
                     // SAFETY: the loads stay within the padded rows 2ty..2ty+4
                     // (2·i0 + 18 ≤ lw); the stores within v (asserted above),
@@ -166,7 +171,7 @@ pub(super) unsafe fn input(
                                 _mm256_sub_ps(o, o1),
                             ];
                         }
-                        let t = ty * g.tw + i0;
+                        let t = (n * g.th + ty - q0) * g.tw + i0;
                         for b in 0..4 {
                             // Bᵀ (d B): rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3).
                             let (r0, r1, r2, r3) = (d[0][b], d[1][b], d[2][b], d[3][b]);
@@ -190,31 +195,31 @@ pub(super) unsafe fn input(
 /// The least slack the kernels need after a channel's tiles.
 const SLACK_MIN: usize = L - 1;
 
-/// y = Aᵀ M A for every tile of images n0..n1 from M [16][co][ts], cropped
-/// to the output.
+/// y = Aᵀ M A for every tile of tile rows q0..q1 from M [16][co][ts],
+/// cropped to the output.
 ///
 /// # Safety
-/// `dst` holds images n0..n1 of [N][co][ho][wo]; `m` has 16·co·ts floats,
+/// `dst` holds the images of those rows ([N][co][ho][wo]); `m` has 16·co·ts floats,
 /// `plane` [`plane_len`]; the host has AVX2.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn output(
     g: &Geo,
     m: &[f32],
     dst: *mut f32,
-    n0: usize,
-    n1: usize,
+    q0: usize,
+    q1: usize,
     plane: &mut [f32],
 ) {
     let (lw, ts) = (line(g), g.tile_stride());
     assert!(m.len() >= 16 * g.co * ts && plane.len() >= 2 * lw);
-    assert!(2 * g.tw.next_multiple_of(L) <= lw && (n1 - n0) * g.tiles() + SLACK_MIN <= ts);
+    assert!(2 * g.tw.next_multiple_of(L) <= lw && (q1 - q0) * g.tw + SLACK_MIN <= ts);
     let (m, rows) = (m.as_ptr(), plane.as_mut_ptr());
-    for n in n0..n1 {
+    for (n, ty0, ty1) in g.spans(q0, q1) {
         for o in 0..g.co {
-            let base = (o * ts) + (n - n0) * g.tiles();
-            for ty in 0..g.th {
+            let base = o * ts;
+            for ty in ty0..ty1 {
                 for i0 in (0..g.tw).step_by(L) {
-                    let t = base + ty * g.tw + i0;
+                    let t = base + (n * g.th + ty - q0) * g.tw + i0;
                     // SAFETY: the loads stay within m (asserted: tiles up to
                     // L − 1 past the block's last are inside the slack); the
                     // stores within the two row buffers.
@@ -262,31 +267,29 @@ pub(super) unsafe fn output(
 }
 
 /// dM[ξ][o][t] = (A dy Aᵀ)[ξ] for the 2×2 output-gradient block of every
-/// tile of images n0..n1, zeros outside the output.
+/// tile of tile rows q0..q1, zeros outside the output.
 ///
 /// # Safety
-/// `dy` holds images n0..n1 of [N][co][ho][wo]; `dm` has 16·co·ts floats,
+/// `dy` holds the images of those rows ([N][co][ho][wo]); `dm` has 16·co·ts floats,
 /// `plane` [`plane_len`]; the host has AVX2.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn output_grad(
     g: &Geo,
     dy: *const f32,
-    n0: usize,
-    n1: usize,
+    q0: usize,
+    q1: usize,
     dm: &mut [f32],
     plane: &mut [f32],
 ) {
     let (lw, ts) = (line(g), g.tile_stride());
     let rows = 2 * g.th;
     assert!(dm.len() >= 16 * g.co * ts && plane.len() >= rows * lw);
-    assert!(
-        g.wo.next_multiple_of(L) <= lw && g.ho <= rows && (n1 - n0) * g.tiles() + SLACK_MIN <= ts
-    );
+    assert!(g.wo.next_multiple_of(L) <= lw && g.ho <= rows && (q1 - q0) * g.tw + SLACK_MIN <= ts);
     plane[..rows * lw].fill(0.0);
     let (dm, pp) = (dm.as_mut_ptr(), plane.as_mut_ptr());
-    for n in n0..n1 {
+    for (n, ty0, ty1) in g.spans(q0, q1) {
         for o in 0..g.co {
-            for r in 0..g.ho {
+            for r in 2 * ty0..(2 * ty1).min(g.ho) {
                 // SAFETY: row r of plane (n, o) is inside dy; a padded row
                 // holds wo rounded up to 8 floats (asserted).
                 unsafe {
@@ -297,8 +300,8 @@ pub(super) unsafe fn output_grad(
                     )
                 };
             }
-            let base = o * ts + (n - n0) * g.tiles();
-            for ty in 0..g.th {
+            let base = o * ts;
+            for ty in ty0..ty1 {
                 for i0 in (0..g.tw).step_by(L) {
                     // SAFETY: the loads stay within padded rows 2ty, 2ty + 1
                     // (2·i0 + 16 ≤ lw); the stores within dm (asserted), up to
@@ -314,15 +317,15 @@ pub(super) unsafe fn output_grad(
                                 _mm256_sub_ps(_mm256_setzero_ps(), o),
                             ]
                         };
-                        let (q0, q1) = (q(0), q(1));
-                        let t = base + ty * g.tw + i0;
+                        let (r0, r1) = (q(0), q(1));
+                        let t = base + (n * g.th + ty - q0) * g.tw + i0;
                         for b in 0..4 {
                             // A (dy Aᵀ): rows (r0, r0 + r1, r0 − r1, −r1).
                             let out = [
-                                q0[b],
-                                _mm256_add_ps(q0[b], q1[b]),
-                                _mm256_sub_ps(q0[b], q1[b]),
-                                _mm256_sub_ps(_mm256_setzero_ps(), q1[b]),
+                                r0[b],
+                                _mm256_add_ps(r0[b], r1[b]),
+                                _mm256_sub_ps(r0[b], r1[b]),
+                                _mm256_sub_ps(_mm256_setzero_ps(), r1[b]),
                             ];
                             for (a, val) in out.into_iter().enumerate() {
                                 _mm256_storeu_ps(dm.add(((a * 4 + b) * g.co) * ts + t), val);
