@@ -5,10 +5,14 @@
 //! Convolutional Neural Networks", 2016):
 //!
 //! - U = G g Gᵀ per (input, output) channel pair (weights, 4×4),
-//! - V = Bᵀ d Bᵀᵀ per (channel, tile) (input, 4×4),
+//! - V = Bᵀ d B per (channel, tile) (input, 4×4),
 //! - M[ξ] = V[ξ] · U[ξ] for each of the 16 positions ξ, a product over
 //!   channels with the tiles as its long dimension,
 //! - y = Aᵀ M A per (output channel, tile) (2×2).
+//!
+//! Outputs at least [`F4_MIN_WIDTH`] wide use F(4×4, 3×3) instead (6×6
+//! input blocks, 36 products per 16 outputs, 4× fewer than direct: `f4`);
+//! on narrower maps its tile rows would fill less than a vector.
 //!
 //! The input gradient is the same forward convolution of dy, padded by
 //! 2 − pad, with the kernel flipped and its channel axes swapped. The weight
@@ -22,8 +26,9 @@
 //! blocks of about [`BLOCK_TILES`] tiles so that the transformed blocks stay
 //! in the core's cache.
 //!
-//! The transforms only add, subtract and halve, so the result differs from
-//! a direct convolution by a few rounding errors of the inputs' size.
+//! F(2×2, 3×3)'s transforms only add, subtract and halve; F(4×4, 3×3)'s
+//! scale by up to 8 and 1/24, so its rounding errors are a few times larger
+//! (the unit tests hold both to 1e-5 of the largest output).
 
 // The transforms index a tile's rows and columns by number, as the
 // matrices G, B and A in the comments do.
@@ -37,6 +42,7 @@ use super::gemm::gemm_raw;
 use super::helpers::{ConvDesc, Shared};
 use super::team::parallel_for;
 
+mod f4;
 mod tiles;
 
 thread_local! {
@@ -96,6 +102,8 @@ struct Geo {
     wo: usize,
     ph: usize,
     pw: usize,
+    /// Outputs per tile side: 2 for F(2×2, 3×3), 4 for F(4×4, 3×3).
+    m: usize,
     /// Tile rows and columns.
     th: usize,
     tw: usize,
@@ -104,6 +112,7 @@ struct Geo {
 impl Geo {
     fn new(ci: usize, hi: usize, wi: usize, co: usize, ph: usize, pw: usize) -> Geo {
         let (ho, wo) = (hi + 2 * ph - 2, wi + 2 * pw - 2);
+        let m = tile_size(ho, wo);
         Geo {
             ci,
             hi,
@@ -113,9 +122,26 @@ impl Geo {
             wo,
             ph,
             pw,
-            th: ho.div_ceil(2),
-            tw: wo.div_ceil(2),
+            m,
+            th: ho.div_ceil(m),
+            tw: wo.div_ceil(m),
         }
+    }
+
+    /// The same convolution with tiles of m×m outputs.
+    #[cfg(test)]
+    fn with_tiles(self, m: usize) -> Geo {
+        Geo {
+            m,
+            th: self.ho.div_ceil(m),
+            tw: self.wo.div_ceil(m),
+            ..self
+        }
+    }
+
+    /// Transformed values per tile: (m + 2)².
+    fn xis(&self) -> usize {
+        (self.m + 2) * (self.m + 2)
     }
 
     /// Tile rows per block: about [`BLOCK_TILES`] tiles, whole images or
@@ -174,7 +200,7 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
             };
             // SAFETY: the weights hold o·c·9 floats.
             let wts = unsafe { std::slice::from_raw_parts(w.get(), d.o * d.c * 9) };
-            let u = weight_transform(wts, d.o, d.c, grad);
+            let u = weight_transform(wts, d.o, d.c, grad, g.m);
             let body = |t: usize| {
                 let (lo, hi) = images(t);
                 // SAFETY: src and dst hold the whole batch; threads write
@@ -189,7 +215,7 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
         }
         _ => {
             let g = Geo::new(d.c, d.h, d.w, d.o, d.ph, d.pw);
-            let len = 16 * d.c * d.o;
+            let len = g.xis() * d.c * d.o;
             // Each thread sums its images' dU; the sums are added in a fixed order.
             let partials: Vec<std::sync::Mutex<Vec<f32>>> = (0..parts)
                 .map(|_| std::sync::Mutex::new(Vec::new()))
@@ -219,46 +245,72 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
             }
             // SAFETY: the weight gradient holds o·c·9 floats.
             let dw = unsafe { std::slice::from_raw_parts_mut(w.get(), d.o * d.c * 9) };
-            weight_untransform(&du, d.o, d.c, dw);
+            weight_untransform(&du, d.o, d.c, g.m, dw);
         }
     }
 }
 
+/// G of F(2×2, 3×3) and of F(4×4, 3×3) (see `f4`).
+const G2: [[f32; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+const G4: [[f32; 3]; 6] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// The tile size for an output of ho×wo: F(4×4, 3×3) when its tile rows
+/// fill a vector of eight tiles, F(2×2, 3×3) otherwise.
+fn tile_size(_ho: usize, wo: usize) -> usize {
+    if wo >= F4_MIN_WIDTH { 4 } else { 2 }
+}
+
+/// Outputs at least this wide use F(4×4, 3×3).
+const F4_MIN_WIDTH: usize = 29;
+
+fn g_of(m: usize) -> &'static [[f32; 3]] {
+    if m == 4 { &G4 } else { &G2 }
+}
+
 /// U[ξ][i][o] = G g Gᵀ for every kernel g from input channel i to output
-/// channel o of the convolution computed. The weights are [O][C][3][3];
-/// for the input gradient (`flip`) the convolution runs from the O channels
-/// to the C channels with each kernel rotated by 180°.
-fn weight_transform(w: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
+/// channel o of the convolution computed, with tiles of m×m outputs. The
+/// weights are [O][C][3][3]; for the input gradient (`flip`) the convolution
+/// runs from the O channels to the C channels with each kernel rotated by
+/// 180°.
+fn weight_transform(w: &[f32], o: usize, c: usize, flip: bool, m: usize) -> Vec<f32> {
+    let gm = g_of(m);
+    let al = gm.len();
     let (ci, co) = if flip { (o, c) } else { (c, o) };
-    let mut u = vec![0.0f32; 16 * ci * co];
+    let mut u = vec![0.0f32; al * al * ci * co];
     for oo in 0..o {
         for cc in 0..c {
             let k = &w[(oo * c + cc) * 9..][..9];
-            let mut g = [[0.0f32; 3]; 3];
-            for i in 0..3 {
+            let g = |i: usize, j: usize| {
+                if flip {
+                    k[(2 - i) * 3 + (2 - j)]
+                } else {
+                    k[i * 3 + j]
+                }
+            };
+            // G g (α×3), then (G g) Gᵀ (α×α).
+            let mut gg = [[0.0f32; 3]; 6];
+            for a in 0..al {
                 for j in 0..3 {
-                    g[i][j] = if flip {
-                        k[(2 - i) * 3 + (2 - j)]
-                    } else {
-                        k[i * 3 + j]
-                    };
+                    gg[a][j] = (0..3).map(|i| gm[a][i] * g(i, j)).sum();
                 }
             }
-            // G g (4×3), then (G g) Gᵀ (4×4).
-            let mut gg = [[0.0f32; 3]; 4];
-            for j in 0..3 {
-                let (a, b, e) = (g[0][j], g[1][j], g[2][j]);
-                gg[0][j] = a;
-                gg[1][j] = 0.5 * (a + b + e);
-                gg[2][j] = 0.5 * (a - b + e);
-                gg[3][j] = e;
-            }
             let (i_ch, o_ch) = if flip { (oo, cc) } else { (cc, oo) };
-            for r in 0..4 {
-                let (a, b, e) = (gg[r][0], gg[r][1], gg[r][2]);
-                let row = [a, 0.5 * (a + b + e), 0.5 * (a - b + e), e];
-                for (s, v) in row.into_iter().enumerate() {
-                    u[((r * 4 + s) * ci + i_ch) * co + o_ch] = v;
+            for a in 0..al {
+                for b in 0..al {
+                    let v: f32 = (0..3).map(|j| gg[a][j] * gm[b][j]).sum();
+                    u[((a * al + b) * ci + i_ch) * co + o_ch] = v;
                 }
             }
         }
@@ -267,25 +319,24 @@ fn weight_transform(w: &[f32], o: usize, c: usize, flip: bool) -> Vec<f32> {
 }
 
 /// dW[o][c] = Gᵀ dU[·][c][o] G for every pair, from dU [ξ][C][O].
-fn weight_untransform(du: &[f32], o: usize, c: usize, dw: &mut [f32]) {
+fn weight_untransform(du: &[f32], o: usize, c: usize, m: usize, dw: &mut [f32]) {
+    let gm = g_of(m);
+    let al = gm.len();
     for oo in 0..o {
         for cc in 0..c {
-            let x = |r: usize, s: usize| du[((r * 4 + s) * c + cc) * o + oo];
-            // Gᵀ X (3×4), then (Gᵀ X) G (3×3); Gᵀ's rows: [1, ½, ½, 0],
-            // [0, ½, −½, 0], [0, ½, ½, 1].
-            let mut gx = [[0.0f32; 4]; 3];
-            for s in 0..4 {
-                let (a, b, e, f) = (x(0, s), x(1, s), x(2, s), x(3, s));
-                gx[0][s] = a + 0.5 * (b + e);
-                gx[1][s] = 0.5 * (b - e);
-                gx[2][s] = 0.5 * (b + e) + f;
+            let x = |a: usize, b: usize| du[((a * al + b) * c + cc) * o + oo];
+            // Gᵀ X (3×α), then (Gᵀ X) G (3×3).
+            let mut gx = [[0.0f32; 6]; 3];
+            for i in 0..3 {
+                for b in 0..al {
+                    gx[i][b] = (0..al).map(|a| gm[a][i] * x(a, b)).sum();
+                }
             }
             let k = &mut dw[(oo * c + cc) * 9..][..9];
             for i in 0..3 {
-                let [a, b, e, f] = gx[i];
-                k[i * 3] = a + 0.5 * (b + e);
-                k[i * 3 + 1] = 0.5 * (b - e);
-                k[i * 3 + 2] = 0.5 * (b + e) + f;
+                for j in 0..3 {
+                    k[i * 3 + j] = (0..al).map(|b| gx[i][b] * gm[b][j]).sum();
+                }
             }
         }
     }
@@ -296,8 +347,8 @@ fn weight_untransform(du: &[f32], o: usize, c: usize, dw: &mut [f32]) {
 /// and row buffers.
 fn with_buffers<R>(g: &Geo, f: impl FnOnce(&mut [f32], &mut [f32], &mut [f32]) -> R) -> R {
     let ts = g.tile_stride();
-    scratch(&V, 16 * g.ci * ts, |v| {
-        scratch(&M, 16 * g.co * ts, |m| {
+    scratch(&V, g.xis() * g.ci * ts, |v| {
+        scratch(&M, g.xis() * g.co * ts, |m| {
             scratch(&ROWS, tiles::plane_len(g), |r| f(v, m, r))
         })
     })
@@ -307,7 +358,7 @@ fn with_buffers<R>(g: &Geo, f: impl FnOnce(&mut [f32], &mut [f32], &mut [f32]) -
 ///
 /// # Safety
 /// `src` holds the batch's input [N][ci][hi][wi], `dst` its output
-/// [N][co][ho][wo]; `u` is [16][ci][co]; the host has AVX2.
+/// [N][co][ho][wo]; `u` is [ξ][ci][co]; the host has AVX2 and FMA.
 unsafe fn forward_images(g: &Geo, src: *const f32, dst: *mut f32, u: &[f32], lo: usize, hi: usize) {
     let none = gemm::Parallelism::None;
     let ts = g.tile_stride();
@@ -316,7 +367,7 @@ unsafe fn forward_images(g: &Geo, src: *const f32, dst: *mut f32, u: &[f32], lo:
             let t = (q1 - q0) * g.tw;
             // SAFETY: images lo..hi are inside src; v has 16·ci·ts floats.
             unsafe { tiles::input(g, src, q0, q1, v, plane) };
-            for xi in 0..16 {
+            for xi in 0..g.xis() {
                 // M[ξ] (T×co), stored [co][ts] = V[ξ] (T×ci, stored [ci][ts]) · U[ξ] (ci×co).
                 // SAFETY: each operand's block lies inside its buffer.
                 unsafe {
@@ -344,7 +395,7 @@ unsafe fn forward_images(g: &Geo, src: *const f32, dst: *mut f32, u: &[f32], lo:
     })
 }
 
-/// The weight gradient's dU [16][ci][co] from images lo..hi (overwritten).
+/// The weight gradient's dU [ξ][ci][co] from images lo..hi (overwritten).
 ///
 /// # Safety
 /// `x` holds the batch's input, `dy` its output gradient; the host has AVX2.
@@ -367,7 +418,7 @@ unsafe fn weight_grad_images(
                 tiles::input(g, x, q0, q1, v, plane);
                 tiles::output_grad(g, dy, q0, q1, dm, plane);
             }
-            for xi in 0..16 {
+            for xi in 0..g.xis() {
                 // dU[ξ] (ci×co) += V[ξ]ᵀ (ci×T, stored [ci][ts]) · dM[ξ] (T×co, stored [co][ts]).
                 // SAFETY: each operand's block lies inside its buffer.
                 unsafe {
@@ -503,18 +554,24 @@ mod tests {
         }
         let n = 2;
         for &(ci, co, h, w, ph, pw) in SHAPES {
-            let g = Geo::new(ci, h, w, co, ph, pw);
-            let x = values(n * ci * h * w, 1);
-            let k = values(co * ci * 9, 2);
-            let plane = g.co * g.ho * g.wo;
-            let mut want = Vec::new();
-            for img in 0..n {
-                want.extend(direct(&g, &x[img * ci * h * w..][..ci * h * w], &k));
+            for m in [2, 4] {
+                let g = Geo::new(ci, h, w, co, ph, pw).with_tiles(m);
+                let x = values(n * ci * h * w, 1);
+                let k = values(co * ci * 9, 2);
+                let plane = g.co * g.ho * g.wo;
+                let mut want = Vec::new();
+                for img in 0..n {
+                    want.extend(direct(&g, &x[img * ci * h * w..][..ci * h * w], &k));
+                }
+                let u = weight_transform(&k, co, ci, false, m);
+                let mut got = vec![f32::NAN; n * plane];
+                unsafe { forward_images(&g, x.as_ptr(), got.as_mut_ptr(), &u, 0, n) };
+                close(
+                    &got,
+                    &want,
+                    &format!("F({m}) forward {ci} {co} {h} {w} {ph} {pw}"),
+                );
             }
-            let u = weight_transform(&k, co, ci, false);
-            let mut got = vec![f32::NAN; n * plane];
-            unsafe { forward_images(&g, x.as_ptr(), got.as_mut_ptr(), &u, 0, n) };
-            close(&got, &want, &format!("forward {ci} {co} {h} {w} {ph} {pw}"));
         }
     }
 
@@ -525,19 +582,21 @@ mod tests {
         }
         let n = 2;
         for &(ci, co, h, w, ph, pw) in SHAPES {
-            let g = Geo::new(ci, h, w, co, ph, pw);
-            let x = values(n * ci * h * w, 3);
-            let dy = values(n * co * g.ho * g.wo, 4);
-            let want = direct_weight_grad(&g, n, &x, &dy);
-            let mut du = vec![f32::NAN; 16 * ci * co];
-            unsafe { weight_grad_images(&g, x.as_ptr(), dy.as_ptr(), &mut du, 0, n) };
-            let mut got = vec![f32::NAN; co * ci * 9];
-            weight_untransform(&du, co, ci, &mut got);
-            close(
-                &got,
-                &want,
-                &format!("weight grad {ci} {co} {h} {w} {ph} {pw}"),
-            );
+            for m in [2, 4] {
+                let g = Geo::new(ci, h, w, co, ph, pw).with_tiles(m);
+                let x = values(n * ci * h * w, 3);
+                let dy = values(n * co * g.ho * g.wo, 4);
+                let want = direct_weight_grad(&g, n, &x, &dy);
+                let mut du = vec![f32::NAN; g.xis() * ci * co];
+                unsafe { weight_grad_images(&g, x.as_ptr(), dy.as_ptr(), &mut du, 0, n) };
+                let mut got = vec![f32::NAN; co * ci * 9];
+                weight_untransform(&du, co, ci, m, &mut got);
+                close(
+                    &got,
+                    &want,
+                    &format!("F({m}) weight grad {ci} {co} {h} {w} {ph} {pw}"),
+                );
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The per-tile transforms of F(2×2, 3×3), eight tiles of a tile row at a
-//! time in 256-bit registers.
+//! The per-tile transforms, eight tiles of a tile row at a time in 256-bit
+//! registers: the plane handling shared by F(2×2, 3×3) and F(4×4, 3×3), and
+//! the kernels of F(2×2, 3×3) (those of F(4×4, 3×3) are in `f4`).
 //!
 //! A tile row's input rows are read from a zero-padded copy of the plane, so
 //! that every run of eight tiles loads whole vectors; the last run of a row
@@ -14,20 +15,22 @@
 use std::arch::x86_64::*;
 
 use super::Geo;
+use super::f4;
 
 /// Tiles per vector.
 const L: usize = 8;
 
 /// Row length of the padded planes: eight tiles' columns (and the two the
-/// last tile reads past them) for every run of eight tiles.
+/// last tile reads past them, within L) for every run of eight tiles.
 fn line(g: &Geo) -> usize {
-    2 * g.tw.next_multiple_of(L) + L
+    g.m * g.tw.next_multiple_of(L) + L
 }
 
 /// Floats of the plane buffer the kernels need: a padded input plane
-/// (2·th + 2 rows) or output-gradient plane (2·th rows), and two output rows.
+/// (m·th + 2 rows) or output-gradient plane (m·th rows), m output rows, and
+/// L of slack.
 pub(super) fn plane_len(g: &Geo) -> usize {
-    (2 * g.th + 2) * line(g) + 2 * line(g) + L
+    (g.m * g.th + 2) * line(g) + g.m * line(g) + L
 }
 
 /// Lane masks: eight set, then eight clear.
@@ -49,7 +52,7 @@ unsafe fn first_lanes(r: usize) -> __m256i {
 /// `src` holds n floats; `dst` has room for n rounded up to 8.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn load_row(src: *const f32, n: usize, dst: *mut f32) {
+pub(super) unsafe fn load_row(src: *const f32, n: usize, dst: *mut f32) {
     let mut k = 0;
     unsafe {
         while k + L <= n {
@@ -69,7 +72,7 @@ unsafe fn load_row(src: *const f32, n: usize, dst: *mut f32) {
 /// `src` holds n rounded up to 8 floats; `dst` has room for n.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn store_row(src: *const f32, n: usize, dst: *mut f32) {
+pub(super) unsafe fn store_row(src: *const f32, n: usize, dst: *mut f32) {
     let mut k = 0;
     unsafe {
         while k + L <= n {
@@ -111,15 +114,17 @@ unsafe fn interleave(a: __m256, b: __m256, p: *mut f32) {
     }
 }
 
-/// V[ξ][c][t] = (Bᵀ d B)[ξ] for the 4×4 input block d of every tile of
-/// tile rows q0..q1 (q = n·th + ty; t = (q − q0)·tw + tx), zeros outside
-/// the input.
+/// The least slack the kernels need after a channel's tiles.
+const SLACK_MIN: usize = L - 1;
+
+/// V[ξ][c][t] = (Bᵀ d B)[ξ] for the input block d of every tile of tile rows
+/// q0..q1 (q = n·th + ty; t = (q − q0)·tw + tx), zeros outside the input.
 ///
 /// # Safety
 /// `src` holds the images of those rows ([N][ci][hi][wi]); `v` has
-/// 16·ci·ts floats (ts = `g.tile_stride()`), `plane` [`plane_len`]; the host
-/// has AVX2.
-#[target_feature(enable = "avx2")]
+/// ξ·ci·ts floats (ts = `g.tile_stride()`), `plane` [`plane_len`]; the host
+/// has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn input(
     g: &Geo,
     src: *const f32,
@@ -128,17 +133,17 @@ pub(super) unsafe fn input(
     v: &mut [f32],
     plane: &mut [f32],
 ) {
-    let (lw, ts) = (line(g), g.tile_stride());
-    let rows = 2 * g.th + 2;
-    assert!(v.len() >= 16 * g.ci * ts && plane.len() >= rows * lw + L);
+    let (lw, ts, m) = (line(g), g.tile_stride(), g.m);
+    let rows = m * g.th + 2;
+    assert!(v.len() >= g.xis() * g.ci * ts && plane.len() >= rows * lw + L);
     assert!(g.pw + g.wi <= lw && g.ph + g.hi <= rows && (q1 - q0) * g.tw + SLACK_MIN <= ts);
     // Zeros around the input, which each plane's copy leaves in place.
     plane[..rows * lw].fill(0.0);
-    let (v, pp) = (v.as_mut_ptr(), plane.as_mut_ptr());
+    let (v, pp, xs) = (v.as_mut_ptr(), plane.as_mut_ptr(), g.ci * ts);
     for (n, ty0, ty1) in g.spans(q0, q1) {
-        // Tile rows ty0..ty1 read padded rows 2·ty0 .. 2·ty1 + 2.
-        let first = (2 * ty0).saturating_sub(g.ph).min(g.hi);
-        let last = (2 * ty1 + 2).saturating_sub(g.ph).min(g.hi);
+        // Tile rows ty0..ty1 read padded rows m·ty0 .. m·ty1 + 2.
+        let first = (m * ty0).saturating_sub(g.ph).min(g.hi);
+        let last = (m * ty1 + 2).saturating_sub(g.ph).min(g.hi);
         for c in 0..g.ci {
             for r in first..last {
                 // SAFETY: row r of plane (n, c) is inside src; the zeros
@@ -152,38 +157,18 @@ pub(super) unsafe fn input(
                     );
                 }
             }
-            let base = |a: usize| (a * 4 * g.ci + c) * ts;
             for ty in ty0..ty1 {
                 for i0 in (0..g.tw).step_by(L) {
-                    // SAFETY: the loads stay within the padded rows 2ty..2ty+4
-                    // (2·i0 + 18 ≤ lw); the stores within v (asserted above),
-                    // up to L − 1 tiles past this row's last.
+                    let t = (n * g.th + ty - q0) * g.tw + i0;
+                    // SAFETY: the loads stay within the padded rows m·ty ..
+                    // m·ty + m + 2 (m·i0 + m·8 + m ≤ lw); the stores within v
+                    // (asserted above), up to L − 1 tiles past this row's last.
                     unsafe {
-                        let mut d = [[_mm256_setzero_ps(); 4]; 4];
-                        for (r, dr) in d.iter_mut().enumerate() {
-                            let p = pp.add((2 * ty + r) * lw + 2 * i0);
-                            let ((e, o), (e1, o1)) = (split(p), split(p.add(2)));
-                            // d B: the columns (x0, x1, x2, x3) of each tile.
-                            *dr = [
-                                _mm256_sub_ps(e, e1),
-                                _mm256_add_ps(o, e1),
-                                _mm256_sub_ps(e1, o),
-                                _mm256_sub_ps(o, o1),
-                            ];
-                        }
-                        let t = (n * g.th + ty - q0) * g.tw + i0;
-                        for b in 0..4 {
-                            // Bᵀ (d B): rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3).
-                            let (r0, r1, r2, r3) = (d[0][b], d[1][b], d[2][b], d[3][b]);
-                            let out = [
-                                _mm256_sub_ps(r0, r2),
-                                _mm256_add_ps(r1, r2),
-                                _mm256_sub_ps(r2, r1),
-                                _mm256_sub_ps(r1, r3),
-                            ];
-                            for (a, val) in out.into_iter().enumerate() {
-                                _mm256_storeu_ps(v.add(base(a) + b * g.ci * ts + t), val);
-                            }
+                        let (p, out) = (pp.add(m * ty * lw + m * i0), v.add(c * ts + t));
+                        if m == 2 {
+                            input_f2(p, lw, out, xs);
+                        } else {
+                            f4::input(p, lw, out, xs);
                         }
                     }
                 }
@@ -192,66 +177,80 @@ pub(super) unsafe fn input(
     }
 }
 
-/// The least slack the kernels need after a channel's tiles.
-const SLACK_MIN: usize = L - 1;
+/// One run of eight tiles of F(2×2, 3×3): the 4×4 blocks whose rows start
+/// at `p`, `p + lw`, … to `out + ξ·xs`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn input_f2(p: *const f32, lw: usize, out: *mut f32, xs: usize) {
+    unsafe {
+        let mut d = [[_mm256_setzero_ps(); 4]; 4];
+        for (r, dr) in d.iter_mut().enumerate() {
+            let row = p.add(r * lw);
+            let ((e, o), (e1, o1)) = (split(row), split(row.add(2)));
+            // d B: the columns (x0, x1, x2, x3) of each tile.
+            *dr = [
+                _mm256_sub_ps(e, e1),
+                _mm256_add_ps(o, e1),
+                _mm256_sub_ps(e1, o),
+                _mm256_sub_ps(o, o1),
+            ];
+        }
+        for b in 0..4 {
+            // Bᵀ (d B): rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3).
+            let (r0, r1, r2, r3) = (d[0][b], d[1][b], d[2][b], d[3][b]);
+            let vals = [
+                _mm256_sub_ps(r0, r2),
+                _mm256_add_ps(r1, r2),
+                _mm256_sub_ps(r2, r1),
+                _mm256_sub_ps(r1, r3),
+            ];
+            for (a, val) in vals.into_iter().enumerate() {
+                _mm256_storeu_ps(out.add((a * 4 + b) * xs), val);
+            }
+        }
+    }
+}
 
-/// y = Aᵀ M A for every tile of tile rows q0..q1 from M [16][co][ts],
+/// y = Aᵀ M A for every tile of tile rows q0..q1 from M [ξ][co][ts],
 /// cropped to the output.
 ///
 /// # Safety
-/// `dst` holds the images of those rows ([N][co][ho][wo]); `m` has 16·co·ts floats,
-/// `plane` [`plane_len`]; the host has AVX2.
-#[target_feature(enable = "avx2")]
+/// `dst` holds the images of those rows ([N][co][ho][wo]); `mm` has
+/// ξ·co·ts floats, `plane` [`plane_len`]; the host has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn output(
     g: &Geo,
-    m: &[f32],
+    mm: &[f32],
     dst: *mut f32,
     q0: usize,
     q1: usize,
     plane: &mut [f32],
 ) {
-    let (lw, ts) = (line(g), g.tile_stride());
-    assert!(m.len() >= 16 * g.co * ts && plane.len() >= 2 * lw);
-    assert!(2 * g.tw.next_multiple_of(L) <= lw && (q1 - q0) * g.tw + SLACK_MIN <= ts);
-    let (m, rows) = (m.as_ptr(), plane.as_mut_ptr());
+    let (lw, ts, m) = (line(g), g.tile_stride(), g.m);
+    assert!(mm.len() >= g.xis() * g.co * ts && plane.len() >= m * lw);
+    assert!(m * g.tw.next_multiple_of(L) <= lw && (q1 - q0) * g.tw + SLACK_MIN <= ts);
+    let (mp, rows, xs) = (mm.as_ptr(), plane.as_mut_ptr(), g.co * ts);
     for (n, ty0, ty1) in g.spans(q0, q1) {
         for o in 0..g.co {
-            let base = o * ts;
             for ty in ty0..ty1 {
                 for i0 in (0..g.tw).step_by(L) {
-                    let t = base + (n * g.th + ty - q0) * g.tw + i0;
-                    // SAFETY: the loads stay within m (asserted: tiles up to
+                    let t = o * ts + (n * g.th + ty - q0) * g.tw + i0;
+                    // SAFETY: the loads stay within mm (asserted: tiles up to
                     // L − 1 past the block's last are inside the slack); the
-                    // stores within the two row buffers.
+                    // stores within the m row buffers.
                     unsafe {
-                        let at = |xi: usize| _mm256_loadu_ps(m.add(xi * g.co * ts + t));
-                        // M A per row a: (m0 + m1 + m2, m1 − m2 − m3).
-                        let mut p = [[_mm256_setzero_ps(); 2]; 4];
-                        for (a, pa) in p.iter_mut().enumerate() {
-                            let (m0, m1, m2, m3) =
-                                (at(4 * a), at(4 * a + 1), at(4 * a + 2), at(4 * a + 3));
-                            *pa = [
-                                _mm256_add_ps(_mm256_add_ps(m0, m1), m2),
-                                _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3),
-                            ];
+                        if m == 2 {
+                            output_f2(mp.add(t), xs, rows.add(m * i0), lw);
+                        } else {
+                            f4::output(mp.add(t), xs, rows.add(m * i0), lw);
                         }
-                        // Aᵀ (M A): rows (p0 + p1 + p2, p1 − p2 − p3).
-                        let y = |s: usize| {
-                            (
-                                _mm256_add_ps(_mm256_add_ps(p[0][s], p[1][s]), p[2][s]),
-                                _mm256_sub_ps(_mm256_sub_ps(p[1][s], p[2][s]), p[3][s]),
-                            )
-                        };
-                        let ((y00, y10), (y01, y11)) = (y(0), y(1));
-                        interleave(y00, y01, rows.add(2 * i0));
-                        interleave(y10, y11, rows.add(lw + 2 * i0));
                     }
                 }
-                for r in 0..2 {
-                    let oy = 2 * ty + r;
+                for r in 0..m {
+                    let oy = m * ty + r;
                     if oy < g.ho {
                         // SAFETY: row oy of plane (n, o) is inside dst; the
-                        // row buffer holds 2·tw ≥ wo floats.
+                        // row buffer holds m·tw ≥ wo floats.
                         unsafe {
                             store_row(
                                 rows.add(r * lw),
@@ -266,13 +265,42 @@ pub(super) unsafe fn output(
     }
 }
 
-/// dM[ξ][o][t] = (A dy Aᵀ)[ξ] for the 2×2 output-gradient block of every
-/// tile of tile rows q0..q1, zeros outside the output.
+/// One run of eight tiles of F(2×2, 3×3): M at `mp + ξ·xs` to the 2×2
+/// outputs, interleaved into rows `rows` and `rows + lw`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn output_f2(mp: *const f32, xs: usize, rows: *mut f32, lw: usize) {
+    unsafe {
+        let at = |xi: usize| _mm256_loadu_ps(mp.add(xi * xs));
+        // M A per row a: (m0 + m1 + m2, m1 − m2 − m3).
+        let mut p = [[_mm256_setzero_ps(); 2]; 4];
+        for (a, pa) in p.iter_mut().enumerate() {
+            let (m0, m1, m2, m3) = (at(4 * a), at(4 * a + 1), at(4 * a + 2), at(4 * a + 3));
+            *pa = [
+                _mm256_add_ps(_mm256_add_ps(m0, m1), m2),
+                _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3),
+            ];
+        }
+        // Aᵀ (M A): rows (p0 + p1 + p2, p1 − p2 − p3).
+        let y = |s: usize| {
+            (
+                _mm256_add_ps(_mm256_add_ps(p[0][s], p[1][s]), p[2][s]),
+                _mm256_sub_ps(_mm256_sub_ps(p[1][s], p[2][s]), p[3][s]),
+            )
+        };
+        let ((y00, y10), (y01, y11)) = (y(0), y(1));
+        interleave(y00, y01, rows);
+        interleave(y10, y11, rows.add(lw));
+    }
+}
+
+/// dM[ξ][o][t] = (A dy Aᵀ)[ξ] for the output-gradient block of every tile
+/// of tile rows q0..q1, zeros outside the output.
 ///
 /// # Safety
-/// `dy` holds the images of those rows ([N][co][ho][wo]); `dm` has 16·co·ts floats,
-/// `plane` [`plane_len`]; the host has AVX2.
-#[target_feature(enable = "avx2")]
+/// `dy` holds the images of those rows ([N][co][ho][wo]); `dm` has
+/// ξ·co·ts floats, `plane` [`plane_len`]; the host has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn output_grad(
     g: &Geo,
     dy: *const f32,
@@ -281,15 +309,15 @@ pub(super) unsafe fn output_grad(
     dm: &mut [f32],
     plane: &mut [f32],
 ) {
-    let (lw, ts) = (line(g), g.tile_stride());
-    let rows = 2 * g.th;
-    assert!(dm.len() >= 16 * g.co * ts && plane.len() >= rows * lw);
+    let (lw, ts, m) = (line(g), g.tile_stride(), g.m);
+    let rows = m * g.th;
+    assert!(dm.len() >= g.xis() * g.co * ts && plane.len() >= rows * lw);
     assert!(g.wo.next_multiple_of(L) <= lw && g.ho <= rows && (q1 - q0) * g.tw + SLACK_MIN <= ts);
     plane[..rows * lw].fill(0.0);
-    let (dm, pp) = (dm.as_mut_ptr(), plane.as_mut_ptr());
+    let (dm, pp, xs) = (dm.as_mut_ptr(), plane.as_mut_ptr(), g.co * ts);
     for (n, ty0, ty1) in g.spans(q0, q1) {
         for o in 0..g.co {
-            for r in 2 * ty0..(2 * ty1).min(g.ho) {
+            for r in m * ty0..(m * ty1).min(g.ho) {
                 // SAFETY: row r of plane (n, o) is inside dy; a padded row
                 // holds wo rounded up to 8 floats (asserted).
                 unsafe {
@@ -300,39 +328,53 @@ pub(super) unsafe fn output_grad(
                     )
                 };
             }
-            let base = o * ts;
             for ty in ty0..ty1 {
                 for i0 in (0..g.tw).step_by(L) {
-                    // SAFETY: the loads stay within padded rows 2ty, 2ty + 1
-                    // (2·i0 + 16 ≤ lw); the stores within dm (asserted), up to
-                    // L − 1 tiles past this row's last.
+                    let t = o * ts + (n * g.th + ty - q0) * g.tw + i0;
+                    // SAFETY: the loads stay within padded rows m·ty ..
+                    // m·ty + m (m·i0 + m·8 ≤ lw); the stores within dm
+                    // (asserted), up to L − 1 tiles past this row's last.
                     unsafe {
-                        // dy Aᵀ per row: (y0, y0 + y1, y0 − y1, −y1).
-                        let q = |r: usize| {
-                            let (e, o) = split(pp.add((2 * ty + r) * lw + 2 * i0));
-                            [
-                                e,
-                                _mm256_add_ps(e, o),
-                                _mm256_sub_ps(e, o),
-                                _mm256_sub_ps(_mm256_setzero_ps(), o),
-                            ]
-                        };
-                        let (r0, r1) = (q(0), q(1));
-                        let t = base + (n * g.th + ty - q0) * g.tw + i0;
-                        for b in 0..4 {
-                            // A (dy Aᵀ): rows (r0, r0 + r1, r0 − r1, −r1).
-                            let out = [
-                                r0[b],
-                                _mm256_add_ps(r0[b], r1[b]),
-                                _mm256_sub_ps(r0[b], r1[b]),
-                                _mm256_sub_ps(_mm256_setzero_ps(), r1[b]),
-                            ];
-                            for (a, val) in out.into_iter().enumerate() {
-                                _mm256_storeu_ps(dm.add(((a * 4 + b) * g.co) * ts + t), val);
-                            }
+                        let p = pp.add(m * ty * lw + m * i0);
+                        if m == 2 {
+                            output_grad_f2(p, lw, dm.add(t), xs);
+                        } else {
+                            f4::output_grad(p, lw, dm.add(t), xs);
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// One run of eight tiles of F(2×2, 3×3): the 2×2 dy blocks whose rows
+/// start at `p` and `p + lw` to dM at `out + ξ·xs`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn output_grad_f2(p: *const f32, lw: usize, out: *mut f32, xs: usize) {
+    unsafe {
+        // dy Aᵀ per row: (y0, y0 + y1, y0 − y1, −y1).
+        let q = |r: usize| {
+            let (e, o) = split(p.add(r * lw));
+            [
+                e,
+                _mm256_add_ps(e, o),
+                _mm256_sub_ps(e, o),
+                _mm256_sub_ps(_mm256_setzero_ps(), o),
+            ]
+        };
+        let (r0, r1) = (q(0), q(1));
+        for b in 0..4 {
+            // A (dy Aᵀ): rows (r0, r0 + r1, r0 − r1, −r1).
+            let vals = [
+                r0[b],
+                _mm256_add_ps(r0[b], r1[b]),
+                _mm256_sub_ps(r0[b], r1[b]),
+                _mm256_sub_ps(_mm256_setzero_ps(), r1[b]),
+            ];
+            for (a, val) in vals.into_iter().enumerate() {
+                _mm256_storeu_ps(out.add((a * 4 + b) * xs), val);
             }
         }
     }
