@@ -330,12 +330,15 @@ fn gemm(
     let mut bm = mat(p, b, tb, steps)?;
     // A column-major right operand (a dense layer's [out, in] weight in the
     // forward pass) halves the gemm crate's speed at mid-sized operands
-    // (`cargo bench --bench gemm`: 62 vs 113 GFLOP/s at 128x256x512), and
-    // costs less elsewhere (100 vs 110 at 128x512x784, 88 vs 102 at
-    // 64x120x400). There it is copied row-major first (0.1 ms for MNIST's
-    // 256x512 weight against 0.25 ms saved); where the loss is small the
-    // copy costs more than it saves.
-    if l == 1 && bm.rs == 1 && bm.cs != 1 && m >= 128 && (1 << 16..=1 << 18).contains(&(n * k)) {
+    // (`cargo bench --bench gemm`: 62 vs 113 GFLOP/s at 128x256x512, 74 vs
+    // 109 at 32x128x64), and costs less elsewhere (100 vs 110 at
+    // 128x512x784, 88 vs 102 at 64x120x400). Up to 2^18 elements it is
+    // copied row-major first (8x8 AVX2 blocks: MNIST's 256x512 weight in
+    // 0.036 ms against 0.25 ms saved; the digits MLP's step 0.046 -> 0.043
+    // ms); MNIST's 784x512 weight takes 0.148 ms to copy, as long as the
+    // copy saves.
+    let copies = m >= 32 && (1 << 12..=1 << 18).contains(&(n * k));
+    if l == 1 && bm.rs == 1 && bm.cs != 1 && copies {
         let at = outer_at.unwrap_or(steps.len());
         let from = View {
             base: bm.base,
