@@ -19,15 +19,30 @@ use proptest::prelude::*;
 const TOL: f64 = 1e-4;
 
 fn rel(a: &[f32], b: &[f32]) -> f64 {
+    rel_above(a, b, 0.0)
+}
+
+/// The largest difference relative to b's largest entry, or to `floor` if
+/// that is larger.
+fn rel_above(a: &[f32], b: &[f32], floor: f64) -> f64 {
     let scale = b
         .iter()
         .fold(0.0f64, |m, v| m.max(v.abs() as f64))
+        .max(floor)
         .max(1e-20);
     a.iter()
         .zip(b)
         .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
         / scale
 }
+
+/// A gradient that cancels (a bias's Σ dy over positions of both signs) has
+/// an f32 rounding error of the size of its terms, not of its value: one
+/// step of a 1×1 then 3×3 convolution gave conv1.weight 0.223 and
+/// conv1.bias −6.32e-5 with the interpreter, −6.321e-5 compiled (1.8e-4
+/// relative, 5e-8 of the weight's). Gradients are judged against at least
+/// this fraction of the model's largest gradient entry.
+const CANCELLED: f64 = 1e-3;
 
 /// One SGD step of `src` (a model with a loss) compiled and interpreted.
 fn agree(src: &str, batch: usize) -> Result<(), TestCaseError> {
@@ -74,10 +89,16 @@ fn agree_on(src: &str, batch: usize, threads: usize) -> Result<(), TestCaseError
         "loss {loss} vs {}\n{src}",
         out.loss
     );
+    let largest = out
+        .grads
+        .iter()
+        .flatten()
+        .flat_map(|g| g.iter())
+        .fold(0.0f64, |m, v| m.max(v.abs() as f64));
     for (i, p) in m.params.iter().enumerate() {
         if let (Some(gj), Some(gr)) = (j.grad(i), out.grads[i].as_ref()) {
             let gr: Vec<f32> = gr.iter().copied().collect();
-            let e = rel(&gj, &gr);
+            let e = rel_above(&gj, &gr, CANCELLED * largest);
             prop_assert!(e <= TOL, "gradient of {}: error {e:.2e}\n{src}", p.name);
         }
         let pj: Vec<f32> = j.param(i).iter().copied().collect();
