@@ -44,21 +44,34 @@ unsafe fn first_lanes(r: usize) -> __m256i {
     unsafe { _mm256_loadu_si256(MASKS.as_ptr().add(L - r) as *const __m256i) }
 }
 
-/// Copies `n` floats from `src` to `dst` in whole vectors, with zeros after
-/// them up to the next multiple of 8 (rows this short lose more to a
-/// `memcpy` call than they spend copying).
+/// Copies the whole vectors of `n` floats from `src` to `dst`; returns how
+/// many floats that was (n rounded down to 8). Rows this short lose more to
+/// a `memcpy` call than they spend copying.
+///
+/// # Safety
+/// Both hold n floats; the host has AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn copy_vectors(src: *const f32, n: usize, dst: *mut f32) -> usize {
+    let mut k = 0;
+    while k + L <= n {
+        // SAFETY: k + 8 ≤ n.
+        unsafe { _mm256_storeu_ps(dst.add(k), _mm256_loadu_ps(src.add(k))) };
+        k += L;
+    }
+    k
+}
+
+/// Copies `n` floats from `src` to `dst`, with zeros after them up to the
+/// next multiple of 8.
 ///
 /// # Safety
 /// `src` holds n floats; `dst` has room for n rounded up to 8.
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn load_row(src: *const f32, n: usize, dst: *mut f32) {
-    let mut k = 0;
+unsafe fn load_row(src: *const f32, n: usize, dst: *mut f32) {
     unsafe {
-        while k + L <= n {
-            _mm256_storeu_ps(dst.add(k), _mm256_loadu_ps(src.add(k)));
-            k += L;
-        }
+        let k = copy_vectors(src, n, dst);
         if k < n {
             let tail = _mm256_maskload_ps(src.add(k), first_lanes(n - k));
             _mm256_storeu_ps(dst.add(k), tail);
@@ -72,13 +85,9 @@ pub(super) unsafe fn load_row(src: *const f32, n: usize, dst: *mut f32) {
 /// `src` holds n rounded up to 8 floats; `dst` has room for n.
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn store_row(src: *const f32, n: usize, dst: *mut f32) {
-    let mut k = 0;
+unsafe fn store_row(src: *const f32, n: usize, dst: *mut f32) {
     unsafe {
-        while k + L <= n {
-            _mm256_storeu_ps(dst.add(k), _mm256_loadu_ps(src.add(k)));
-            k += L;
-        }
+        let k = copy_vectors(src, n, dst);
         if k < n {
             _mm256_maskstore_ps(dst.add(k), first_lanes(n - k), _mm256_loadu_ps(src.add(k)));
         }
