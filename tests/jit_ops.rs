@@ -160,6 +160,18 @@ proptest! {
         agree_on(&src, n, threads)?;
     }
 
+    /// Strided convolutions on rows long enough for the whole-vector
+    /// stride-2 gather and scatter of im2col (8 outputs and more).
+    #[test]
+    fn conv2d_strided_wide(c in 1usize..5, o in 1usize..5, h in 3usize..9, w in 17usize..45,
+                           k in 1usize..4, s in 2usize..4, p in 0usize..2, threads in 1usize..3) {
+        prop_assume!(k <= h + 2 * p && k <= w + 2 * p);
+        let src = format!("model m {{ input x: [B, {c}, {h}, {w}]  labels y: [B] classes 2\n \
+            h1 = x |> conv2d({c}, kernel: 1)\n h2 = h1 |> conv2d({o}, kernel: {k}, stride: {s}, pad: {p})\n \
+            loss = mean(h2 * h2) + cross_entropy(h2 |> global_avgpool |> dense(2), y) }}");
+        agree_on(&src, 2, threads)?;
+    }
+
     /// 3×3 stride-1 convolutions with at least 8 channels on each side (the
     /// Winograd path), any padding up to 2 and odd or even maps, down to a
     /// single tile and up to maps that a block holds only part of, on 1 or

@@ -93,7 +93,8 @@ impl ConvDesc {
         }
     }
 
-    /// The input plane with its padding: (h + 2ph) × (w + 2pw).
+    /// The input plane with its padding: (h + 2ph) × (w + 2pw), and
+    /// [`PLANE_SLACK`] floats after it.
     fn padded_dims(&self) -> (usize, usize) {
         (self.h + 2 * self.ph, self.w + 2 * self.pw)
     }
@@ -102,6 +103,18 @@ impl ConvDesc {
     /// padded (a·sh + i·dh, b·sw + j·dw), always inside it.
     fn gather_row(&self, padded: &[f32], i: usize, j: usize, row: &mut [f32]) {
         let wp = self.padded_dims().1;
+        #[cfg(target_arch = "x86_64")]
+        if self.sw == 2 && super::conv_direct::host_has_avx2() {
+            // Stride 2 (a ResNet's downsampling layers): the even lanes of
+            // whole vectors instead of one load per element.
+            for (a, out) in row.chunks_exact_mut(self.ow).enumerate() {
+                let first = (a * self.sh + i * self.dh) * wp + j * self.dw;
+                // SAFETY: the host has AVX2; the plane has PLANE_SLACK
+                // floats after it for the last vector's odd half.
+                unsafe { super::lanes::even(&padded[first..], out) };
+            }
+            return;
+        }
         for (a, out) in row.chunks_exact_mut(self.ow).enumerate() {
             let first = (a * self.sh + i * self.dh) * wp + j * self.dw;
             let taken = padded[first..].iter().step_by(self.sw);
@@ -119,7 +132,7 @@ impl ConvDesc {
         let cg = self.c / self.groups;
         let p = self.p();
         let (hp, wp) = self.padded_dims();
-        with_scratch(&PADDED, hp * wp, |padded| {
+        with_scratch(&PADDED, hp * wp + PLANE_SLACK, |padded| {
             padded.fill(0.0);
             for cc in 0..cg {
                 // SAFETY: the plane of channel g·cg + cc of image img is inside x.
@@ -157,7 +170,7 @@ impl ConvDesc {
         let cg = self.c / self.groups;
         let p = self.p();
         let (hp, wp) = self.padded_dims();
-        with_scratch(&PADDED, hp * wp, |padded| {
+        with_scratch(&PADDED, hp * wp + PLANE_SLACK, |padded| {
             for cc in 0..cg {
                 // SAFETY: the plane is inside dx, and only this thread writes image img.
                 let plane = unsafe {
@@ -174,6 +187,13 @@ impl ConvDesc {
                         let row = &cols[((cc * self.kh + i) * self.kw + j) * p..][..p];
                         for (a, src) in row.chunks_exact(self.ow).enumerate() {
                             let first = (a * self.sh + i * self.dh) * wp + j * self.dw;
+                            #[cfg(target_arch = "x86_64")]
+                            if self.sw == 2 && super::conv_direct::host_has_avx2() {
+                                // SAFETY: the host has AVX2; the plane has
+                                // PLANE_SLACK floats after it.
+                                unsafe { super::lanes::add_to_even(src, &mut padded[first..]) };
+                                continue;
+                            }
                             let targets = padded[first..].iter_mut().step_by(self.sw);
                             for (t, v) in targets.zip(src) {
                                 *t += *v;
@@ -191,6 +211,10 @@ impl ConvDesc {
         })
     }
 }
+
+/// Floats after a padded plane: room for a stride-2 row's last 16-float
+/// load or add.
+const PLANE_SLACK: usize = 16;
 
 /// Splits images across threads in fixed contiguous chunks (deterministic).
 fn chunks(n: usize, threads: usize) -> Vec<(usize, usize)> {

@@ -17,6 +17,8 @@ mod define;
 pub mod gather;
 pub mod gemm;
 pub mod helpers;
+#[cfg(target_arch = "x86_64")]
+mod lanes;
 pub mod loops;
 pub mod math;
 pub mod pool;

@@ -16,6 +16,7 @@ use std::arch::x86_64::*;
 
 use super::Geo;
 use super::f4;
+use crate::jit::lanes::split;
 
 /// Tiles per vector.
 const L: usize = 8;
@@ -91,23 +92,6 @@ unsafe fn store_row(src: *const f32, n: usize, dst: *mut f32) {
         if k < n {
             _mm256_maskstore_ps(dst.add(k), first_lanes(n - k), _mm256_loadu_ps(src.add(k)));
         }
-    }
-}
-
-/// The even and odd elements of the 16 floats at `p`.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn split(p: *const f32) -> (__m256, __m256) {
-    unsafe {
-        let (lo, hi) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(L)));
-        // Per 128-bit lane: (lo0, lo2, hi0, hi2 | lo4, lo6, hi4, hi6), then
-        // the 64-bit blocks reordered 0, 2, 1, 3.
-        let e = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
-        let o = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
-        let order = |v: __m256| {
-            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
-        };
-        (order(e), order(o))
     }
 }
 
