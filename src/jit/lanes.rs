@@ -9,8 +9,16 @@ const L: usize = 8;
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn split(p: *const f32) -> (__m256, __m256) {
+    unsafe { split2(p, p.add(L)) }
+}
+
+/// The even and odd elements of the 8 floats at `lo` followed by the 8 at
+/// `hi`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn split2(lo: *const f32, hi: *const f32) -> (__m256, __m256) {
     unsafe {
-        let (lo, hi) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(L)));
+        let (lo, hi) = (_mm256_loadu_ps(lo), _mm256_loadu_ps(hi));
         // Per 128-bit lane: (lo0, lo2, hi0, hi2 | lo4, lo6, hi4, hi6), then
         // the 64-bit blocks reordered 0, 2, 1, 3.
         let e = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);

@@ -18,13 +18,14 @@ const L: usize = 8;
 
 type V8 = __m256;
 
-/// Elements 4i + k of the 32 floats at `p`, for k = 0..4.
+/// Elements 4i + k, for k = 0..4, of the 16 floats at `p` followed by the
+/// 16 at `q`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn split4(p: *const f32) -> [V8; 4] {
+unsafe fn split4(p: *const f32, q: *const f32) -> [V8; 4] {
     unsafe {
         let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(L)));
-        let (c, d) = (_mm256_loadu_ps(p.add(2 * L)), _mm256_loadu_ps(p.add(3 * L)));
+        let (c, d) = (_mm256_loadu_ps(q), _mm256_loadu_ps(q.add(L)));
         // Per 128-bit lane, after two rounds of unpacking, phase k holds
         // (x_k, x_16+k, x_8+k, x_24+k | x_4+k, x_20+k, x_12+k, x_28+k).
         let (t0, t1) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
@@ -39,10 +40,11 @@ unsafe fn split4(p: *const f32) -> [V8; 4] {
     }
 }
 
-/// Stores y[k][i] at `p + 4i + k` (the inverse of [`split4`]).
+/// Stores y[k][i] at `p + 4i + k` for i < 4 and at `q + 4(i − 4) + k` for
+/// the others (the inverse of [`split4`]).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn interleave4(y: [V8; 4], p: *mut f32) {
+unsafe fn interleave4(y: [V8; 4], p: *mut f32, q: *mut f32) {
     unsafe {
         // The permutation of split4 is its own inverse.
         let order = _mm256_setr_epi32(0, 4, 2, 6, 1, 5, 3, 7);
@@ -53,8 +55,8 @@ unsafe fn interleave4(y: [V8; 4], p: *mut f32) {
         let t3 = _mm256_shuffle_ps::<0b11_01_11_01>(u[2], u[3]);
         _mm256_storeu_ps(p, _mm256_shuffle_ps::<0b10_00_10_00>(t0, t1));
         _mm256_storeu_ps(p.add(L), _mm256_shuffle_ps::<0b11_01_11_01>(t0, t1));
-        _mm256_storeu_ps(p.add(2 * L), _mm256_shuffle_ps::<0b10_00_10_00>(t2, t3));
-        _mm256_storeu_ps(p.add(3 * L), _mm256_shuffle_ps::<0b11_01_11_01>(t2, t3));
+        _mm256_storeu_ps(q, _mm256_shuffle_ps::<0b10_00_10_00>(t2, t3));
+        _mm256_storeu_ps(q.add(L), _mm256_shuffle_ps::<0b11_01_11_01>(t2, t3));
     }
 }
 
@@ -117,22 +119,24 @@ fn a_y(y: [V8; 4]) -> [V8; 6] {
     ]
 }
 
-/// The 6×6 blocks of eight tiles whose rows start at `p`, `p + lw`, … to V
+/// The 6×6 blocks of eight tiles whose rows start at `p`, `p + lw`, … (tiles
+/// 4..8 at `half` further) to V
 /// at `out + ξ·xs` (ξ = 6a + b).
 ///
 /// # Safety
-/// Six rows of 4·8 + 4 floats from `p` at a stride of `lw`, and 36 runs of
-/// eight at `out` at a stride of `xs`; the host has AVX2 and FMA.
+/// Six rows of 20 floats from `p` and from `p + half` at a stride of `lw`,
+/// and 36 runs of eight at `out` at a stride of `xs`; the host has AVX2 and
+/// FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn input(p: *const f32, lw: usize, out: *mut f32, xs: usize) {
+pub(super) unsafe fn input(p: *const f32, half: usize, lw: usize, out: *mut f32, xs: usize) {
     unsafe {
         // d B per row.
         let mut d = [[_mm256_setzero_ps(); 6]; 6];
         for (r, dr) in d.iter_mut().enumerate() {
             let row = p.add(r * lw);
-            let [x0, x1, x2, x3] = split4(row);
-            let [x4, x5, _, _] = split4(row.add(4));
+            let [x0, x1, x2, x3] = split4(row, row.add(half));
+            let [x4, x5, _, _] = split4(row.add(4), row.add(4 + half));
             *dr = bt([x0, x1, x2, x3, x4, x5]);
         }
         // Bᵀ (d B) per column.
@@ -146,14 +150,14 @@ pub(super) unsafe fn input(p: *const f32, lw: usize, out: *mut f32, xs: usize) {
 }
 
 /// M at `mp + ξ·xs` to the 4×4 outputs of eight tiles, interleaved into
-/// rows `rows + r·lw`.
+/// rows `rows + r·lw` (tiles 4..8 at `half` further).
 ///
 /// # Safety
-/// 36 runs of eight floats at `mp` at a stride of `xs`; four rows of 32 at
-/// `rows`; the host has AVX2 and FMA.
+/// 36 runs of eight floats at `mp` at a stride of `xs`; four rows of 16 at
+/// `rows` and at `rows + half`; the host has AVX2 and FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn output(mp: *const f32, xs: usize, rows: *mut f32, lw: usize) {
+pub(super) unsafe fn output(mp: *const f32, xs: usize, rows: *mut f32, half: usize, lw: usize) {
     unsafe {
         // M A per row.
         let mut p = [[_mm256_setzero_ps(); 4]; 6];
@@ -170,25 +174,26 @@ pub(super) unsafe fn output(mp: *const f32, xs: usize, rows: *mut f32, lw: usize
             }
         }
         for (r, yr) in y.into_iter().enumerate() {
-            interleave4(yr, rows.add(r * lw));
+            interleave4(yr, rows.add(r * lw), rows.add(r * lw + half));
         }
     }
 }
 
-/// The 4×4 dy blocks of eight tiles whose rows start at `p`, `p + lw`, … to
-/// dM = A dy Aᵀ at `out + ξ·xs`.
+/// The 4×4 dy blocks of eight tiles whose rows start at `p`, `p + lw`, …
+/// (tiles 4..8 at `half` further) to dM = A dy Aᵀ at `out + ξ·xs`.
 ///
 /// # Safety
-/// Four rows of 32 floats from `p` at a stride of `lw`, and 36 runs of
-/// eight at `out` at a stride of `xs`; the host has AVX2 and FMA.
+/// Four rows of 16 floats from `p` and from `p + half` at a stride of `lw`,
+/// and 36 runs of eight at `out` at a stride of `xs`; the host has AVX2 and
+/// FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn output_grad(p: *const f32, lw: usize, out: *mut f32, xs: usize) {
+pub(super) unsafe fn output_grad(p: *const f32, half: usize, lw: usize, out: *mut f32, xs: usize) {
     unsafe {
         // dy Aᵀ per row.
         let mut q = [[_mm256_setzero_ps(); 6]; 4];
         for (r, qr) in q.iter_mut().enumerate() {
-            *qr = a_y(split4(p.add(r * lw)));
+            *qr = a_y(split4(p.add(r * lw), p.add(r * lw + half)));
         }
         // A (dy Aᵀ) per column.
         for b in 0..6 {
@@ -212,7 +217,7 @@ mod tests {
         let x: Vec<f32> = (0..32).map(|v| v as f32).collect();
         let mut back = [0.0f32; 32];
         unsafe {
-            let phases = split4(x.as_ptr());
+            let phases = split4(x.as_ptr(), x.as_ptr().add(16));
             for (k, ph) in phases.iter().enumerate() {
                 let mut lanes = [0.0f32; 8];
                 _mm256_storeu_ps(lanes.as_mut_ptr(), *ph);
@@ -220,7 +225,7 @@ mod tests {
                     assert_eq!(*v, (4 * i + k) as f32);
                 }
             }
-            interleave4(phases, back.as_mut_ptr());
+            interleave4(phases, back.as_mut_ptr(), back.as_mut_ptr().add(16));
         }
         assert_eq!(&back[..], &x[..]);
     }

@@ -538,6 +538,10 @@ mod tests {
         (1, 1, 3, 3, 0, 2),
         (2, 3, 30, 41, 1, 1),
         (1, 2, 37, 70, 0, 2),
+        // Four tiles to a row (paired runs), with an odd number of tile rows.
+        (3, 4, 9, 8, 1, 1),
+        (2, 3, 13, 16, 1, 1),
+        (2, 2, 11, 13, 0, 1),
     ];
 
     fn close(got: &[f32], want: &[f32], what: &str) {

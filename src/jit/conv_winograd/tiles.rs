@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use super::Geo;
 use super::f4;
-use crate::jit::lanes::split;
+use crate::jit::lanes::split2;
 
 /// Tiles per vector.
 const L: usize = 8;
@@ -28,10 +28,10 @@ fn line(g: &Geo) -> usize {
 }
 
 /// Floats of the plane buffer the kernels need: a padded input plane
-/// (m·th + 2 rows) or output-gradient plane (m·th rows), m output rows, and
-/// L of slack.
+/// (m·th + 2 rows) or output-gradient plane (m·th rows) with m more rows
+/// for a paired run's second tile row, 2m output rows, and L of slack.
 pub(super) fn plane_len(g: &Geo) -> usize {
-    (g.m * g.th + 2) * line(g) + g.m * line(g) + L
+    (g.m * g.th + 2 + g.m) * line(g) + 2 * g.m * line(g) + L
 }
 
 /// Lane masks: eight set, then eight clear.
@@ -95,16 +95,37 @@ unsafe fn store_row(src: *const f32, n: usize, dst: *mut f32) {
     }
 }
 
-/// Stores a0, b0, a1, b1, … a7, b7 at `p`.
+/// Stores a0, b0, … a3, b3 at `p` and a4, b4, … a7, b7 at `q`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn interleave(a: __m256, b: __m256, p: *mut f32) {
+unsafe fn interleave(a: __m256, b: __m256, p: *mut f32, q: *mut f32) {
     unsafe {
         // (a0 b0 a1 b1 | a4 b4 a5 b5) and (a2 b2 a3 b3 | a6 b6 a7 b7).
         let (lo, hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
         _mm256_storeu_ps(p, _mm256_permute2f128_ps::<0x20>(lo, hi));
-        _mm256_storeu_ps(p.add(L), _mm256_permute2f128_ps::<0x31>(lo, hi));
+        _mm256_storeu_ps(q, _mm256_permute2f128_ps::<0x31>(lo, hi));
     }
+}
+
+/// How a run of eight tiles lies in the padded planes: tiles 4..8 follow
+/// tiles 0..4 in the same rows (`half` = their offset, 4·m columns), or,
+/// when a tile row has exactly 4 tiles, are the next tile row (`half` = m
+/// rows), so that small maps still fill the vectors.
+fn half(g: &Geo, lw: usize) -> usize {
+    if paired(g) { g.m * lw } else { 4 * g.m }
+}
+
+/// Whether runs take two tile rows of 4 tiles.
+fn paired(g: &Geo) -> bool {
+    g.tw == 4
+}
+
+/// The tile rows a run starts at, and the tile runs within a row.
+fn runs(g: &Geo, ty0: usize, ty1: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (step, tw) = (if paired(g) { 2 } else { 1 }, g.tw);
+    (ty0..ty1)
+        .step_by(step)
+        .flat_map(move |ty| (0..tw).step_by(L).map(move |i0| (ty, i0)))
 }
 
 /// The least slack the kernels need after a channel's tiles.
@@ -127,7 +148,7 @@ pub(super) unsafe fn input(
     plane: &mut [f32],
 ) {
     let (lw, ts, m) = (line(g), g.tile_stride(), g.m);
-    let rows = m * g.th + 2;
+    let rows = m * g.th + 2 + m;
     assert!(v.len() >= g.xis() * g.ci * ts && plane.len() >= rows * lw + L);
     assert!(g.pw + g.wi <= lw && g.ph + g.hi <= rows && (q1 - q0) * g.tw + SLACK_MIN <= ts);
     // Zeros around the input, which each plane's copy leaves in place.
@@ -150,19 +171,17 @@ pub(super) unsafe fn input(
                     );
                 }
             }
-            for ty in ty0..ty1 {
-                for i0 in (0..g.tw).step_by(L) {
-                    let t = (n * g.th + ty - q0) * g.tw + i0;
-                    // SAFETY: the loads stay within the padded rows m·ty ..
-                    // m·ty + m + 2 (m·i0 + m·8 + m ≤ lw); the stores within v
-                    // (asserted above), up to L − 1 tiles past this row's last.
-                    unsafe {
-                        let (p, out) = (pp.add(m * ty * lw + m * i0), v.add(c * ts + t));
-                        if m == 2 {
-                            input_f2(p, lw, out, xs);
-                        } else {
-                            f4::input(p, lw, out, xs);
-                        }
+            for (ty, i0) in runs(g, ty0, ty1) {
+                let t = (n * g.th + ty - q0) * g.tw + i0;
+                // SAFETY: the loads stay within the padded rows m·ty ..
+                // m·ty + 2m + 2 (m·i0 + m·8 + m ≤ lw); the stores within v
+                // (asserted above), up to L − 1 tiles past the run's row.
+                unsafe {
+                    let (p, out) = (pp.add(m * ty * lw + m * i0), v.add(c * ts + t));
+                    if m == 2 {
+                        input_f2(p, half(g, lw), lw, out, xs);
+                    } else {
+                        f4::input(p, half(g, lw), lw, out, xs);
                     }
                 }
             }
@@ -171,15 +190,16 @@ pub(super) unsafe fn input(
 }
 
 /// One run of eight tiles of F(2×2, 3×3): the 4×4 blocks whose rows start
-/// at `p`, `p + lw`, … to `out + ξ·xs`.
+/// at `p`, `p + lw`, … (tiles 4..8 at `half` further) to `out + ξ·xs`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn input_f2(p: *const f32, lw: usize, out: *mut f32, xs: usize) {
+unsafe fn input_f2(p: *const f32, half: usize, lw: usize, out: *mut f32, xs: usize) {
     unsafe {
         let mut d = [[_mm256_setzero_ps(); 4]; 4];
         for (r, dr) in d.iter_mut().enumerate() {
             let row = p.add(r * lw);
-            let ((e, o), (e1, o1)) = (split(row), split(row.add(2)));
+            let (e, o) = split2(row, row.add(half));
+            let (e1, o1) = split2(row.add(2), row.add(2 + half));
             // d B: the columns (x0, x1, x2, x3) of each tile.
             *dr = [
                 _mm256_sub_ps(e, e1),
@@ -220,28 +240,36 @@ pub(super) unsafe fn output(
     plane: &mut [f32],
 ) {
     let (lw, ts, m) = (line(g), g.tile_stride(), g.m);
-    assert!(mm.len() >= g.xis() * g.co * ts && plane.len() >= m * lw);
+    assert!(mm.len() >= g.xis() * g.co * ts && plane.len() >= 2 * m * lw);
     assert!(m * g.tw.next_multiple_of(L) <= lw && (q1 - q0) * g.tw + SLACK_MIN <= ts);
     let (mp, rows, xs) = (mm.as_ptr(), plane.as_mut_ptr(), g.co * ts);
     for (n, ty0, ty1) in g.spans(q0, q1) {
         for o in 0..g.co {
-            for ty in ty0..ty1 {
-                for i0 in (0..g.tw).step_by(L) {
-                    let t = o * ts + (n * g.th + ty - q0) * g.tw + i0;
-                    // SAFETY: the loads stay within mm (asserted: tiles up to
-                    // L − 1 past the block's last are inside the slack); the
-                    // stores within the m row buffers.
-                    unsafe {
-                        if m == 2 {
-                            output_f2(mp.add(t), xs, rows.add(m * i0), lw);
-                        } else {
-                            f4::output(mp.add(t), xs, rows.add(m * i0), lw);
-                        }
+            // Row buffers: m output rows of the run's tile row, then m of
+            // the next (a paired run's second half).
+            let half_out = if paired(g) { m * lw } else { 4 * m };
+            let mut runs = runs(g, ty0, ty1).peekable();
+            while let Some((ty, i0)) = runs.next() {
+                let t = o * ts + (n * g.th + ty - q0) * g.tw + i0;
+                // SAFETY: the loads stay within mm (asserted: tiles up to
+                // L − 1 past the block's last are inside the slack); the
+                // stores within the 2m row buffers.
+                unsafe {
+                    let out = rows.add(m * i0);
+                    if m == 2 {
+                        output_f2(mp.add(t), xs, out, half_out, lw);
+                    } else {
+                        f4::output(mp.add(t), xs, out, half_out, lw);
                     }
                 }
-                for r in 0..m {
+                if runs.peek().is_some_and(|&(next, _)| next == ty) {
+                    continue;
+                }
+                // The run's tile rows are complete: copy them out.
+                let tile_rows = if paired(g) { 2 } else { 1 };
+                for r in 0..tile_rows * m {
                     let oy = m * ty + r;
-                    if oy < g.ho {
+                    if oy < g.ho && ty + r / m < ty1 {
                         // SAFETY: row oy of plane (n, o) is inside dst; the
                         // row buffer holds m·tw ≥ wo floats.
                         unsafe {
@@ -259,10 +287,11 @@ pub(super) unsafe fn output(
 }
 
 /// One run of eight tiles of F(2×2, 3×3): M at `mp + ξ·xs` to the 2×2
-/// outputs, interleaved into rows `rows` and `rows + lw`.
+/// outputs, interleaved into rows `rows` and `rows + lw` (tiles 4..8 at
+/// `half` further).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn output_f2(mp: *const f32, xs: usize, rows: *mut f32, lw: usize) {
+unsafe fn output_f2(mp: *const f32, xs: usize, rows: *mut f32, half: usize, lw: usize) {
     unsafe {
         let at = |xi: usize| _mm256_loadu_ps(mp.add(xi * xs));
         // M A per row a: (m0 + m1 + m2, m1 − m2 − m3).
@@ -282,8 +311,8 @@ unsafe fn output_f2(mp: *const f32, xs: usize, rows: *mut f32, lw: usize) {
             )
         };
         let ((y00, y10), (y01, y11)) = (y(0), y(1));
-        interleave(y00, y01, rows);
-        interleave(y10, y11, rows.add(lw));
+        interleave(y00, y01, rows, rows.add(half));
+        interleave(y10, y11, rows.add(lw), rows.add(lw + half));
     }
 }
 
@@ -303,7 +332,7 @@ pub(super) unsafe fn output_grad(
     plane: &mut [f32],
 ) {
     let (lw, ts, m) = (line(g), g.tile_stride(), g.m);
-    let rows = m * g.th;
+    let rows = m * g.th + m;
     assert!(dm.len() >= g.xis() * g.co * ts && plane.len() >= rows * lw);
     assert!(g.wo.next_multiple_of(L) <= lw && g.ho <= rows && (q1 - q0) * g.tw + SLACK_MIN <= ts);
     plane[..rows * lw].fill(0.0);
@@ -321,19 +350,17 @@ pub(super) unsafe fn output_grad(
                     )
                 };
             }
-            for ty in ty0..ty1 {
-                for i0 in (0..g.tw).step_by(L) {
-                    let t = o * ts + (n * g.th + ty - q0) * g.tw + i0;
-                    // SAFETY: the loads stay within padded rows m·ty ..
-                    // m·ty + m (m·i0 + m·8 ≤ lw); the stores within dm
-                    // (asserted), up to L − 1 tiles past this row's last.
-                    unsafe {
-                        let p = pp.add(m * ty * lw + m * i0);
-                        if m == 2 {
-                            output_grad_f2(p, lw, dm.add(t), xs);
-                        } else {
-                            f4::output_grad(p, lw, dm.add(t), xs);
-                        }
+            for (ty, i0) in runs(g, ty0, ty1) {
+                let t = o * ts + (n * g.th + ty - q0) * g.tw + i0;
+                // SAFETY: the loads stay within padded rows m·ty ..
+                // m·ty + 2m (m·i0 + m·8 ≤ lw); the stores within dm
+                // (asserted), up to L − 1 tiles past the run's row.
+                unsafe {
+                    let p = pp.add(m * ty * lw + m * i0);
+                    if m == 2 {
+                        output_grad_f2(p, half(g, lw), lw, dm.add(t), xs);
+                    } else {
+                        f4::output_grad(p, half(g, lw), lw, dm.add(t), xs);
                     }
                 }
             }
@@ -342,14 +369,15 @@ pub(super) unsafe fn output_grad(
 }
 
 /// One run of eight tiles of F(2×2, 3×3): the 2×2 dy blocks whose rows
-/// start at `p` and `p + lw` to dM at `out + ξ·xs`.
+/// start at `p` and `p + lw` (tiles 4..8 at `half` further) to dM at
+/// `out + ξ·xs`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn output_grad_f2(p: *const f32, lw: usize, out: *mut f32, xs: usize) {
+unsafe fn output_grad_f2(p: *const f32, half: usize, lw: usize, out: *mut f32, xs: usize) {
     unsafe {
         // dy Aᵀ per row: (y0, y0 + y1, y0 − y1, −y1).
         let q = |r: usize| {
-            let (e, o) = split(p.add(r * lw));
+            let (e, o) = split2(p.add(r * lw), p.add(r * lw + half));
             [
                 e,
                 _mm256_add_ps(e, o),
