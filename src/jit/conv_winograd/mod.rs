@@ -542,6 +542,8 @@ mod tests {
         (3, 4, 9, 8, 1, 1),
         (2, 3, 13, 16, 1, 1),
         (2, 2, 11, 13, 0, 1),
+        // Four tiles to a row and blocks (64 tile rows) that cut an image.
+        (2, 3, 131, 8, 1, 1),
     ];
 
     fn close(got: &[f32], want: &[f32], what: &str) {

@@ -161,8 +161,8 @@ pub(super) unsafe fn input(
         for c in 0..g.ci {
             for r in first..last {
                 // SAFETY: row r of plane (n, c) is inside src; the zeros
-                // past it land on padding or on the next row, copied after
-                // (the plane has L floats of slack).
+                // past it stay within the padded row (pw + wi rounded up to
+                // 8 ≤ lw for every padding up to 2).
                 unsafe {
                     load_row(
                         src.add(((n * g.ci + c) * g.hi + r) * g.wi),
@@ -171,6 +171,10 @@ pub(super) unsafe fn input(
                     );
                 }
             }
+            // A paired run at the span's last tile row (an odd count) reads
+            // the row after it, which holds another channel's or image's
+            // rows: its tiles land on the next image's first tile row,
+            // written after this one, or in the SLACK.
             for (ty, i0) in runs(g, ty0, ty1) {
                 let t = (n * g.th + ty - q0) * g.tw + i0;
                 // SAFETY: the loads stay within the padded rows m·ty ..
@@ -350,6 +354,10 @@ pub(super) unsafe fn output_grad(
                     )
                 };
             }
+            // A paired run at the span's last tile row (an odd count) reads
+            // the row after it, which holds another channel's or image's
+            // rows: its tiles land on the next image's first tile row,
+            // written after this one, or in the SLACK.
             for (ty, i0) in runs(g, ty0, ty1) {
                 let t = o * ts + (n * g.th + ty - q0) * g.tw + i0;
                 // SAFETY: the loads stay within padded rows m·ty ..
