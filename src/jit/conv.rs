@@ -16,13 +16,11 @@ use std::cell::RefCell;
 
 use super::Ctx;
 use super::gemm::gemm_raw;
-use super::helpers::{ConvDesc, Shared};
+use super::helpers::{ConvDesc, Shared, sum_of_parts};
 
 thread_local! {
     /// Column scratch, grown once per thread and reused every step.
     static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// Per-thread partial weight gradient.
-    static PART: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A zero-padded input plane (im2col) or input-gradient plane (col2im).
     static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A transposed output gradient and a transposed weight gradient.
@@ -132,7 +130,13 @@ impl ConvDesc {
         let cg = self.c / self.groups;
         let p = self.p();
         let (hp, wp) = self.padded_dims();
-        with_scratch(&PADDED, hp * wp + PLANE_SLACK, |padded| {
+        // Same-size convolutions shift the plane itself and need no copy.
+        let len = if self.same_size() {
+            0
+        } else {
+            hp * wp + PLANE_SLACK
+        };
+        with_scratch(&PADDED, len, |padded| {
             padded.fill(0.0);
             for cc in 0..cg {
                 // SAFETY: the plane of channel g·cg + cc of image img is inside x.
@@ -217,7 +221,7 @@ impl ConvDesc {
 const PLANE_SLACK: usize = 16;
 
 /// Splits images across threads in fixed contiguous chunks (deterministic).
-fn chunks(n: usize, threads: usize) -> Vec<(usize, usize)> {
+pub(super) fn chunks(n: usize, threads: usize) -> Vec<(usize, usize)> {
     let parts = threads.clamp(1, n.max(1));
     (0..parts)
         .map(|t| (n * t / parts, n * (t + 1) / parts))
@@ -362,30 +366,11 @@ unsafe fn nnc_conv_im2col(ctx: *const Ctx, d: &ConvDesc) {
                     weight_grad(d, x.get(), y.get(), w.get(), 0, d.n);
                     return;
                 }
-                // Each thread sums its images into its own buffer; the buffers
-                // are then added in a fixed order.
-                let partials: Vec<std::sync::Mutex<Vec<f32>>> = parts
-                    .iter()
-                    .map(|_| std::sync::Mutex::new(Vec::new()))
-                    .collect();
-                super::team::parallel_for(threads, parts.len(), |t| {
+                let sum = sum_of_parts(threads, parts.len(), wlen, |t, part| {
                     let (lo, hi) = parts[t];
-                    with_scratch(&PART, wlen, |part| {
-                        weight_grad(d, x.get(), y.get(), part.as_mut_ptr(), lo, hi);
-                        if let Ok(mut slot) = partials[t].lock() {
-                            *slot = part.to_vec();
-                        }
-                    })
+                    weight_grad(d, x.get(), y.get(), part.as_mut_ptr(), lo, hi);
                 });
-                let out = std::slice::from_raw_parts_mut(w.get(), wlen);
-                out.fill(0.0);
-                for p in &partials {
-                    if let Ok(v) = p.lock() {
-                        for (o, a) in out.iter_mut().zip(v.iter()) {
-                            *o += *a;
-                        }
-                    }
-                }
+                std::slice::from_raw_parts_mut(w.get(), wlen).copy_from_slice(&sum);
             }
         }
     }

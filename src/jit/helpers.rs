@@ -40,6 +40,33 @@ impl Shared {
     }
 }
 
+/// Runs `part(t, buf)` for t in 0..parts (on the team of `threads`), each
+/// part into its own zeroed `len`-float buffer, and returns their sum, added
+/// in the order t = 0, 1, … so the result does not depend on timing (the
+/// weight gradients of the convolutions, summed over images).
+pub(super) fn sum_of_parts(
+    threads: usize,
+    parts: usize,
+    len: usize,
+    part: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut all = vec![0.0f32; parts.max(1) * len];
+    let base = Shared(all.as_mut_ptr());
+    super::team::parallel_for(threads, parts, |t| {
+        // SAFETY: part t alone uses floats t·len .. (t + 1)·len of `all`.
+        let mine = unsafe { std::slice::from_raw_parts_mut(base.get().add(t * len), len) };
+        part(t, mine);
+    });
+    let (sum, rest) = all.split_at_mut(len);
+    for p in rest.chunks_exact(len) {
+        for (s, a) in sum.iter_mut().zip(p) {
+            *s += *a;
+        }
+    }
+    all.truncate(len);
+    all
+}
+
 /// Loops of at least this many element-operations are split.
 const LOOP_SPLIT_WORK: i64 = 1 << 18;
 

@@ -39,7 +39,7 @@ use std::cell::RefCell;
 use super::Ctx;
 use super::conv::with_scratch as scratch;
 use super::gemm::gemm_raw;
-use super::helpers::{ConvDesc, Shared};
+use super::helpers::{ConvDesc, Shared, sum_of_parts};
 use super::team::parallel_for;
 
 mod f4;
@@ -52,8 +52,6 @@ thread_local! {
     static M: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A padded plane and row buffers for the tile kernels.
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// A thread's partial dU.
-    static DU: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Tiles past a channel's last that the tile kernels may write (garbage).
@@ -187,8 +185,8 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
             Shared(d.y.ptr(ctx)),
         )
     };
-    let parts = threads.clamp(1, d.n.max(1));
-    let images = |t: usize| (d.n * t / parts, d.n * (t + 1) / parts);
+    // Images split across threads in fixed contiguous chunks.
+    let parts = super::conv::chunks(d.n, threads);
     match d.kind {
         0 | 1 => {
             let grad = d.kind == 1;
@@ -201,48 +199,22 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
             // SAFETY: the weights hold o·c·9 floats.
             let wts = unsafe { std::slice::from_raw_parts(w.get(), d.o * d.c * 9) };
             let u = weight_transform(wts, d.o, d.c, grad, g.m);
-            let body = |t: usize| {
-                let (lo, hi) = images(t);
+            parallel_for(threads, parts.len(), |t| {
+                let (lo, hi) = parts[t];
                 // SAFETY: src and dst hold the whole batch; threads write
                 // disjoint images.
                 unsafe { forward_images(&g, src.get(), dst.get(), &u, lo, hi) }
-            };
-            if parts == 1 {
-                body(0);
-            } else {
-                parallel_for(threads, parts, body);
-            }
+            });
         }
         _ => {
             let g = Geo::new(d.c, d.h, d.w, d.o, d.ph, d.pw);
             let len = g.xis() * d.c * d.o;
             // Each thread sums its images' dU; the sums are added in a fixed order.
-            let partials: Vec<std::sync::Mutex<Vec<f32>>> = (0..parts)
-                .map(|_| std::sync::Mutex::new(Vec::new()))
-                .collect();
-            let body = |t: usize| {
-                let (lo, hi) = images(t);
-                scratch(&DU, len, |du| {
-                    // SAFETY: x and dy hold the whole batch.
-                    unsafe { weight_grad_images(&g, x.get(), y.get(), du, lo, hi) };
-                    if let Ok(mut slot) = partials[t].lock() {
-                        *slot = du.to_vec();
-                    }
-                })
-            };
-            if parts == 1 {
-                body(0);
-            } else {
-                parallel_for(threads, parts, body);
-            }
-            let mut du = vec![0.0f32; len];
-            for p in &partials {
-                if let Ok(v) = p.lock() {
-                    for (s, a) in du.iter_mut().zip(v.iter()) {
-                        *s += *a;
-                    }
-                }
-            }
+            let du = sum_of_parts(threads, parts.len(), len, |t, du| {
+                let (lo, hi) = parts[t];
+                // SAFETY: x and dy hold the whole batch.
+                unsafe { weight_grad_images(&g, x.get(), y.get(), du, lo, hi) };
+            });
             // SAFETY: the weight gradient holds o·c·9 floats.
             let dw = unsafe { std::slice::from_raw_parts_mut(w.get(), d.o * d.c * 9) };
             weight_untransform(&du, d.o, d.c, g.m, dw);
