@@ -54,7 +54,8 @@ thread_local! {
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Tiles past a channel's last that the tile kernels may write (garbage).
+/// Tiles past a channel's last that the tile kernels may write (garbage): a
+/// run of 8 tiles ends up to 7 past a row.
 const SLACK: usize = 8;
 
 /// Tiles a thread transforms before running the 16 products on them.

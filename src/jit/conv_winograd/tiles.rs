@@ -14,8 +14,8 @@
 
 use std::arch::x86_64::*;
 
-use super::Geo;
 use super::f4;
+use super::{Geo, SLACK};
 use crate::jit::lanes::split2;
 
 /// Tiles per vector.
@@ -128,9 +128,6 @@ fn runs(g: &Geo, ty0: usize, ty1: usize) -> impl Iterator<Item = (usize, usize)>
         .flat_map(move |ty| (0..tw).step_by(L).map(move |i0| (ty, i0)))
 }
 
-/// The least slack the kernels need after a channel's tiles.
-const SLACK_MIN: usize = L - 1;
-
 /// V[ξ][c][t] = (Bᵀ d B)[ξ] for the input block d of every tile of tile rows
 /// q0..q1 (q = n·th + ty; t = (q − q0)·tw + tx), zeros outside the input.
 ///
@@ -150,7 +147,7 @@ pub(super) unsafe fn input(
     let (lw, ts, m) = (line(g), g.tile_stride(), g.m);
     let rows = m * g.th + 2 + m;
     assert!(v.len() >= g.xis() * g.ci * ts && plane.len() >= rows * lw + L);
-    assert!(g.pw + g.wi <= lw && g.ph + g.hi <= rows && (q1 - q0) * g.tw + SLACK_MIN <= ts);
+    assert!(g.pw + g.wi <= lw && g.ph + g.hi <= rows && (q1 - q0) * g.tw + SLACK <= ts);
     // Zeros around the input, which each plane's copy leaves in place.
     plane[..rows * lw].fill(0.0);
     let (v, pp, xs) = (v.as_mut_ptr(), plane.as_mut_ptr(), g.ci * ts);
@@ -245,7 +242,7 @@ pub(super) unsafe fn output(
 ) {
     let (lw, ts, m) = (line(g), g.tile_stride(), g.m);
     assert!(mm.len() >= g.xis() * g.co * ts && plane.len() >= 2 * m * lw);
-    assert!(m * g.tw.next_multiple_of(L) <= lw && (q1 - q0) * g.tw + SLACK_MIN <= ts);
+    assert!(m * g.tw.next_multiple_of(L) <= lw && (q1 - q0) * g.tw + SLACK <= ts);
     let (mp, rows, xs) = (mm.as_ptr(), plane.as_mut_ptr(), g.co * ts);
     for (n, ty0, ty1) in g.spans(q0, q1) {
         for o in 0..g.co {
@@ -338,7 +335,7 @@ pub(super) unsafe fn output_grad(
     let (lw, ts, m) = (line(g), g.tile_stride(), g.m);
     let rows = m * g.th + m;
     assert!(dm.len() >= g.xis() * g.co * ts && plane.len() >= rows * lw);
-    assert!(g.wo.next_multiple_of(L) <= lw && g.ho <= rows && (q1 - q0) * g.tw + SLACK_MIN <= ts);
+    assert!(g.wo.next_multiple_of(L) <= lw && g.ho <= rows && (q1 - q0) * g.tw + SLACK <= ts);
     plane[..rows * lw].fill(0.0);
     let (dm, pp, xs) = (dm.as_mut_ptr(), plane.as_mut_ptr(), g.co * ts);
     for (n, ty0, ty1) in g.spans(q0, q1) {
