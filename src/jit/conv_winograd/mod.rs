@@ -48,6 +48,8 @@ mod tiles;
 thread_local! {
     /// Transformed input V of a block of images.
     static V: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Transformed weights U of a forward or input-gradient pass.
+    static U: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Products M (forward) or transformed output gradient dM (weights).
     static M: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A padded plane and row buffers for the tile kernels.
@@ -199,12 +201,17 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
             };
             // SAFETY: the weights hold o·c·9 floats.
             let wts = unsafe { std::slice::from_raw_parts(w.get(), d.o * d.c * 9) };
-            let u = weight_transform(wts, d.o, d.c, grad, g.m);
-            parallel_for(threads, parts.len(), |t| {
-                let (lo, hi) = parts[t];
-                // SAFETY: src and dst hold the whole batch; threads write
-                // disjoint images.
-                unsafe { forward_images(&g, src.get(), dst.get(), &u, lo, hi) }
+            // U in the caller's scratch (256 KB for 64 channels: a fresh
+            // allocation that large is mapped and faulted in at every call).
+            scratch(&U, g.xis() * d.c * d.o, |u| {
+                weight_transform(wts, d.o, d.c, grad, g.m, u);
+                let u = &*u;
+                parallel_for(threads, parts.len(), |t| {
+                    let (lo, hi) = parts[t];
+                    // SAFETY: src and dst hold the whole batch; threads write
+                    // disjoint images.
+                    unsafe { forward_images(&g, src.get(), dst.get(), u, lo, hi) }
+                });
             });
         }
         _ => {
@@ -257,11 +264,12 @@ fn g_of(m: usize) -> &'static [[f32; 3]] {
 /// weights are [O][C][3][3]; for the input gradient (`flip`) the convolution
 /// runs from the O channels to the C channels with each kernel rotated by
 /// 180°.
-fn weight_transform(w: &[f32], o: usize, c: usize, flip: bool, m: usize) -> Vec<f32> {
+fn weight_transform(w: &[f32], o: usize, c: usize, flip: bool, m: usize, u: &mut [f32]) {
     let gm = g_of(m);
     let al = gm.len();
     let (ci, co) = if flip { (o, c) } else { (c, o) };
-    let mut u = vec![0.0f32; al * al * ci * co];
+    // Every element of u is written below.
+    let u = &mut u[..al * al * ci * co];
     for oo in 0..o {
         for cc in 0..c {
             let k = &w[(oo * c + cc) * 9..][..9];
@@ -288,7 +296,6 @@ fn weight_transform(w: &[f32], o: usize, c: usize, flip: bool, m: usize) -> Vec<
             }
         }
     }
-    u
 }
 
 /// dW[o][c] = Gᵀ dU[·][c][o] G for every pair, from dU [ξ][C][O].
@@ -542,7 +549,8 @@ mod tests {
                 for img in 0..n {
                     want.extend(direct(&g, &x[img * ci * h * w..][..ci * h * w], &k));
                 }
-                let u = weight_transform(&k, co, ci, false, m);
+                let mut u = vec![f32::NAN; g.xis() * ci * co];
+                weight_transform(&k, co, ci, false, m, &mut u);
                 let mut got = vec![f32::NAN; n * plane];
                 unsafe { forward_images(&g, x.as_ptr(), got.as_mut_ptr(), &u, 0, n) };
                 close(
