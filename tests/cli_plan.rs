@@ -44,10 +44,12 @@ fn kernels_of_the_training_step_are_listed_with_the_arena() {
     let (code, out, err) = nnc(&["ir", "--kernels", "examples/mlp_digits.nn"]);
     assert_eq!(code, 0, "{err}");
     // The forward product of the first layer at the train block's batch (32),
-    // the products of the backward pass, and fused optimizer updates.
+    // the products of the backward pass, and Adam updates in kernels of
+    // their own (one per parameter).
     assert!(out.contains("gemm 32x128x64"), "{out}");
     assert!(out.contains("gemm 64x128x32"), "{out}");
-    assert!(out.lines().any(|l| l.contains("loop [128, 64]")), "{out}");
+    assert!(out.contains("adam [128, 64]"), "{out}");
+    assert_eq!(out.matches("adam [").count(), 6, "{out}");
     assert!(
         out.lines().last().is_some_and(|l| l.starts_with("arena: ")),
         "{out}"

@@ -85,6 +85,46 @@ fn mlp_with_adam() {
     );
 }
 
+/// Adam and AdamW run as kernels of their own (8 lanes, split across
+/// threads from 2^14 elements): with each form of weight decay, a weight of
+/// 131×129 elements (split, with a tail of 3 beyond whole vectors) and
+/// biases shorter than a vector, at one and two threads. The kernel rounds
+/// like the interpreter (src/jit/adam.rs checks its vectors bit for bit
+/// against that formula), so only the gradients' summation order differs;
+/// Adam turns those 1e-7 differences into up to 1.1e-5 here (as much with
+/// the generated loop), hence the tolerance of the other Adam tests.
+#[test]
+fn fused_adam_updates_match_the_reference() {
+    for opt in [
+        "adam(lr: 0.01)",
+        "adam(lr: 0.01, weight_decay: 0.1)",
+        "adamw(lr: 0.01, weight_decay: 0.1)",
+        "adamw(lr: 0.01, weight_decay: 0.0, beta1: 0.8, beta2: 0.99, eps: 1e-6)",
+    ] {
+        let m = model(&format!(
+            "model m {{ input x: [B, 129]  labels y: [B] classes 5\n \
+             logits = x |> dense(131) |> tanh |> dense(5)\n \
+             loss = cross_entropy(logits, y) }}\n train m {{ optimizer {opt} }}"
+        ));
+        for threads in [1, 2] {
+            compare_model(&m, recipe(&m), 6, 4, 1e-4, threads);
+        }
+    }
+}
+
+/// A gradient that is a broadcast constant (copied into a buffer for the
+/// Adam kernel) and one that the loss reads linearly.
+#[test]
+fn fused_adam_with_constant_gradients() {
+    compare(
+        "model m { input x: [B, 6]  param b: [6] init normal(0.1)\n \
+         loss = mean(x |> dense(3)) + sum(b) }\n train m { optimizer adam(lr: 0.01) }",
+        5,
+        3,
+        1e-5,
+    );
+}
+
 #[test]
 fn convnet_with_batchnorm_pooling_and_momentum() {
     compare(

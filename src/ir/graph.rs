@@ -1,6 +1,7 @@
 //! A graph of primitive ops in an arena: nodes refer to their inputs by
 //! [`NodeId`], and are stored in creation order, which is a topological order.
 
+use super::fused::AdamUpdate;
 use super::ops::Op;
 use super::types::TensorType;
 use crate::diag::Span;
@@ -35,6 +36,8 @@ pub struct Graph {
     /// Values the graph produces (a recurrence body's next states and per-step
     /// outputs; unused at the top level, where the model names its outputs).
     pub outputs: Vec<NodeId>,
+    /// Adam updates a scheduler may run as one kernel each (see [`AdamUpdate`]).
+    pub adam_updates: Vec<AdamUpdate>,
 }
 
 impl Graph {

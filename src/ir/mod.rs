@@ -5,6 +5,7 @@
 pub mod autodiff;
 pub mod build;
 pub mod dump;
+pub mod fused;
 pub mod graph;
 pub mod lower;
 pub mod model;

@@ -9,6 +9,7 @@
 
 use super::autodiff::backprop;
 use super::build::{BuildError, Builder, Result};
+use super::fused::AdamUpdate;
 use super::graph::{Graph, NodeId};
 use super::model::{Model, State};
 use super::ops::{Binary, Op, ParamId, StateId, Unary};
@@ -68,6 +69,18 @@ impl Ctx<'_, '_> {
     /// An optimizer buffer for a parameter, as PyTorch names it in its state
     /// (`exp_avg`, `momentum_buffer`, ...): returns its current value node and
     /// registers its new value later with [`Ctx::set`].
+    /// Which hyper-parameter a node made by [`Ctx::hyper`] reads.
+    fn hyper_index(&self, node: NodeId) -> Result<usize> {
+        match self.b.graph.node(node).op {
+            Op::Hyper(i) => Ok(i),
+            _ => Err(BuildError {
+                pass: "optimizer",
+                op: "hyper",
+                message: format!("node {node:?} is not a hyper-parameter"),
+            }),
+        }
+    }
+
     fn slot(
         &mut self,
         param: &str,
@@ -344,7 +357,34 @@ fn update(
             let step_size = ctx.b.div(lr, bc1)?;
             let r = ctx.b.div(nm, denom)?;
             let s = ctx.b.mul(r, step_size)?;
-            ctx.b.sub(p0, s)
+            let new = ctx.b.sub(p0, s)?;
+            // The same formula for the scheduler's fused kernel (jit/adam.rs,
+            // which must follow every change made here).
+            if !amsgrad {
+                let (lr, bc1, bc2) = (
+                    ctx.hyper_index(lr)?,
+                    ctx.hyper_index(bc1)?,
+                    ctx.hyper_index(bc2)?,
+                );
+                ctx.b.graph.adam_updates.push(AdamUpdate {
+                    param: p,
+                    grad: g,
+                    exp_avg: m,
+                    exp_avg_sq: v,
+                    new_param: new,
+                    new_exp_avg: nm,
+                    new_exp_avg_sq: nv,
+                    lr,
+                    bc1,
+                    bc2,
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay: wd,
+                    decoupled,
+                });
+            }
+            Ok(new)
         }
     }
 }

@@ -8,6 +8,7 @@
 //! orchestration is split into functions of a bounded number of steps: one
 //! huge function would compile superlinearly slower.
 
+pub mod adam;
 pub mod conv;
 pub mod conv_direct;
 pub mod conv_shift;
@@ -136,6 +137,7 @@ unsafe impl Sync for Compiled {}
 #[derive(Default)]
 #[allow(clippy::vec_box)]
 struct Descs {
+    adam: Vec<Box<adam::AdamDesc>>,
     gemm: Vec<Box<GemmDesc>>,
     conv: Vec<Box<ConvDesc>>,
     pool: Vec<Box<PoolDesc>>,
@@ -177,6 +179,7 @@ struct Gen {
 }
 
 struct Helpers {
+    adam: FuncId,
     gemm: FuncId,
     conv: FuncId,
     pool: FuncId,
@@ -207,6 +210,7 @@ fn isa() -> Result<std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, JitErr
 pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
     let started = Instant::now();
     let mut jb = JITBuilder::with_isa(isa()?, default_libcall_names());
+    jb.symbol("nnc_adam", adam::nnc_adam as *const u8);
     jb.symbol("nnc_gemm", gemm::nnc_gemm as *const u8);
     jb.symbol("nnc_conv", conv::nnc_conv as *const u8);
     jb.symbol("nnc_pool", pool::nnc_pool as *const u8);
@@ -235,6 +239,7 @@ pub fn compile(program: &Program, profile: bool) -> Result<Compiled, JitError> {
         m.declare_function(name, Linkage::Import, sig).map_err(jerr)
     };
     let helpers = Helpers {
+        adam: declare(&mut module, "nnc_adam", &sig2)?,
         gemm: declare(&mut module, "nnc_gemm", &sig2)?,
         conv: declare(&mut module, "nnc_conv", &sig2)?,
         pool: declare(&mut module, "nnc_pool", &sig2)?,
@@ -513,6 +518,26 @@ impl Gen {
                 Call::Helper(
                     self.helpers.softmax,
                     desc_addr(self.descs.softmax.last().map(|b| &**b)),
+                )
+            }
+            Step::Adam(a) => {
+                let n = a.param.numel();
+                self.threaded |= n >= adam::SPLIT;
+                let u = &a.update;
+                self.descs.adam.push(Box::new(adam::AdamDesc {
+                    n,
+                    param: self.loc(a.param.base, a.param.offset),
+                    grad: self.loc(a.grad.base, a.grad.offset),
+                    exp_avg: self.loc(a.exp_avg.base, a.exp_avg.offset),
+                    exp_avg_sq: self.loc(a.exp_avg_sq.base, a.exp_avg_sq.offset),
+                    consts: adam::Consts::of(u),
+                    lr: u.lr,
+                    bc1: u.bc1,
+                    bc2: u.bc2,
+                }));
+                Call::Helper(
+                    self.helpers.adam,
+                    desc_addr(self.descs.adam.last().map(|b| &**b)),
                 )
             }
             Step::Recur(r) => {

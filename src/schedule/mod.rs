@@ -9,6 +9,8 @@
 //!   only when something outside its loop needs it.
 //! - Matrix products, convolutions, pooling and softmax are anchors with
 //!   kernels of their own; recurrences are loops over a scheduled body.
+//! - Adam updates the optimizer marked ([`crate::ir::fused`]) run as one
+//!   kernel each, which reads the stored gradient.
 //! - [`memory`] then places every stored value in one arena, reusing space by
 //!   liveness.
 //!
@@ -21,6 +23,7 @@ pub mod views;
 
 use std::fmt;
 
+use crate::ir::fused::AdamUpdate;
 use crate::ir::graph::{Graph, NodeId};
 use crate::ir::ops::{Binary, PoolKind, ReduceKind, Unary, Window};
 use crate::ir::types::DType;
@@ -281,6 +284,18 @@ pub struct RecurState {
     pub shape: Vec<usize>,
 }
 
+/// One parameter's Adam update in place (see [`AdamUpdate`]): reads `grad`,
+/// rewrites `param`, `exp_avg` and `exp_avg_sq`, all contiguous and of one
+/// shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adam {
+    pub param: View,
+    pub grad: View,
+    pub exp_avg: View,
+    pub exp_avg_sq: View,
+    pub update: AdamUpdate,
+}
+
 /// One kernel of a schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -291,6 +306,7 @@ pub enum Step {
     Softmax(Softmax),
     Gather(Gather),
     Recur(Box<Recur>),
+    Adam(Adam),
     /// Copies a tensor (same shape), e.g. into a recurrence's state buffer.
     Copy {
         from: View,
@@ -387,6 +403,13 @@ impl fmt::Display for Step {
                 if r.reverse { " reverse" } else { "" },
                 r.body.len(),
                 r.node.0
+            ),
+            Step::Adam(a) => write!(
+                f,
+                "adam{} {:?} (%{})",
+                if a.update.decoupled { "w" } else { "" },
+                a.param.shape,
+                a.update.new_param.0
             ),
             Step::Copy { from, to } => write!(f, "copy {:?} → {:?}", from.shape, to.shape),
         }

@@ -11,6 +11,7 @@ use crate::ir::ops::ParamId;
 use crate::ir::ops::{Op, ReduceKind, StateId};
 use crate::ir::types::DType;
 
+mod adam;
 mod anchors;
 mod recur;
 use anchors::anchor;
@@ -183,12 +184,25 @@ fn schedule_graph(
     let batch = p.batch;
     let shape_of =
         |id: NodeId| -> Vec<usize> { graph.ty(id).map(|t| t.shape.at(batch)).unwrap_or_default() };
+    // Adam updates run as kernels of their own: their results are not
+    // computed by loops, their gradients are stored for them.
+    let fusions = if depth == 0 {
+        adam::fusable(graph, outputs)
+    } else {
+        Vec::new()
+    };
+    let replaced = |x: NodeId| fusions.iter().any(|f| f.replaced.binary_search(&x).is_ok());
     // Live nodes: everything the outputs depend on.
     let mut needed = vec![false; n];
     let mut stored = vec![false; n];
-    for o in outputs {
-        needed[o.node.index()] = true;
-        stored[o.node.index()] = true;
+    let roots = outputs
+        .iter()
+        .map(|o| o.node)
+        .filter(|&x| !replaced(x))
+        .chain(fusions.iter().map(|f| f.update.grad));
+    for x in roots {
+        needed[x.index()] = true;
+        stored[x.index()] = true;
     }
     for i in (0..n).rev() {
         if needed[i] {
@@ -205,10 +219,13 @@ fn schedule_graph(
     let at = |steps: &Vec<Step>| outer_at.unwrap_or(steps.len());
 
     for i in 0..n {
+        let id = NodeId(i as u32);
+        for f in fusions.iter().filter(|f| f.at == id) {
+            adam::emit(p, graph, f, &vals, steps)?;
+        }
         if !needed[i] {
             continue;
         }
-        let id = NodeId(i as u32);
         let node = graph.node(id);
         let ty = node.ty.as_ref().ok_or_else(|| err(id, "untyped node"))?;
         let shape = ty.shape.at(p.batch);
@@ -296,6 +313,13 @@ fn schedule_graph(
     // Requested values: copy into their destination when not already there.
     let mut out = Vec::new();
     for o in outputs {
+        if replaced(o.node) {
+            // Written in place by its Adam kernel.
+            let v = dest_view(p, o.dest, &shape_of(o.node))
+                .ok_or_else(|| err(o.node, "an Adam update's result has no place"))?;
+            out.push(v);
+            continue;
+        }
         let v = match vals[o.node.index()].clone() {
             Some(Val::Mem(v)) => v,
             Some(Val::Inline(l)) => {
@@ -315,19 +339,7 @@ fn schedule_graph(
             }
             _ => return Err(err(o.node, "a requested value was not computed")),
         };
-        let target = match o.dest {
-            Dest::Buffer => None,
-            Dest::Param(pid) => {
-                let mut t = View::contiguous(Base::Region(PARAMS), &v.shape, DType::F32);
-                t.offset = p.layout.param_offsets[pid.0 as usize] as isize;
-                Some(t)
-            }
-            Dest::State(sid) => {
-                let mut t = View::contiguous(Base::Region(STATES), &v.shape, DType::F32);
-                t.offset = p.layout.state_offsets[sid.0 as usize] as isize;
-                Some(t)
-            }
-        };
+        let target = dest_view(p, o.dest, &v.shape);
         match target {
             Some(t) if t != v => {
                 let a = at(steps);
@@ -348,6 +360,18 @@ fn schedule_graph(
         steps.push(Step::Copy { from, to });
     }
     Ok(out)
+}
+
+/// Where a parameter or persistent buffer is (`None` for an arena buffer).
+fn dest_view(p: &Planner<'_>, dest: Dest, shape: &[usize]) -> Option<View> {
+    let (region, offset) = match dest {
+        Dest::Param(pid) => (PARAMS, p.layout.param_offsets[pid.0 as usize]),
+        Dest::State(sid) => (STATES, p.layout.state_offsets[sid.0 as usize]),
+        Dest::Buffer => return None,
+    };
+    let mut v = View::contiguous(Base::Region(region), shape, DType::F32);
+    v.offset = offset as isize;
+    Some(v)
 }
 
 /// The view a layout op gives, copying its input first when the view is
@@ -569,19 +593,7 @@ fn emit_loop(
         index.insert(m, v);
         if matches!(roles[m.index()], Role::Stored(_)) {
             // Stored: into its destination when it has one (in-place update).
-            let target = match dest.get(&m) {
-                Some(Dest::Param(pid)) => {
-                    let mut t = View::contiguous(Base::Region(PARAMS), &mshape, DType::F32);
-                    t.offset = p.layout.param_offsets[pid.0 as usize] as isize;
-                    Some(t)
-                }
-                Some(Dest::State(sid)) => {
-                    let mut t = View::contiguous(Base::Region(STATES), &mshape, DType::F32);
-                    t.offset = p.layout.state_offsets[sid.0 as usize] as isize;
-                    Some(t)
-                }
-                _ => None,
-            };
+            let target = dest.get(&m).and_then(|&d| dest_view(p, d, &mshape));
             let view = match target {
                 // In place only if no other node reads the destination later:
                 // the destination is a leaf every reader of which precedes
