@@ -168,6 +168,21 @@ fn split_kernels_on_two_threads_match_the_reference() {
     compare_model(&m, r, 8, 3, 1e-4, 2);
 }
 
+/// A dense layer whose weight is too large to copy row-major (600×440 >
+/// 2^18) at a batch of 32 computes its output column-major and then turns
+/// it row-major; below 32 rows it does not.
+#[test]
+fn large_dense_layers_with_turned_outputs_match_the_reference() {
+    let m = model(
+        "model m { input x: [B, 600]  labels y: [B] classes 7\n \
+         logits = x |> dense(440) |> relu |> dense(7)\n \
+         loss = cross_entropy(logits, y) }\n train m { optimizer sgd(lr: 0.1) }",
+    );
+    for (batch, threads) in [(32, 1), (33, 2), (31, 1)] {
+        compare_model(&m, recipe(&m), batch, 2, 1e-4, threads);
+    }
+}
+
 /// Stride-1 convolutions on at least 512 positions and 8 channels per group
 /// take the shifted-product path (one product per tap): square and
 /// rectangular kernels, padding and none, groups, channel counts that are

@@ -26,12 +26,37 @@ pub(super) fn anchor(
             let at = outer_at.unwrap_or(steps.len());
             let out = p.buffer(numel, at);
             let c = View::contiguous(Base::Buf(out), shape, DType::F32);
-            let g = gemm(p, a, b, &c, *ta, *tb, steps, outer_at, id)?;
+            let k = if *ta {
+                a.shape[a.shape.len() - 2]
+            } else {
+                a.shape[a.shape.len() - 1]
+            };
+            let flipped = flips_output(shape, k, &b, *tb);
+            // The product into a column-major copy of the output, then
+            // turned row-major (see `flips_output`).
+            let cc = if flipped {
+                let t = p.buffer(numel, at);
+                let mut v = View::contiguous(Base::Buf(t), shape, DType::F32);
+                v.strides = vec![1, shape[0] as isize];
+                v
+            } else {
+                c.clone()
+            };
+            let g = gemm(p, a, b, &cc, *ta, *tb, steps, outer_at, id)?;
             let at = outer_at.unwrap_or(steps.len());
             p.touch(g.a.base, at);
             p.touch(g.b.base, at);
             p.touch(g.c.base, at);
             steps.push(Step::Gemm(g));
+            if flipped {
+                let at = outer_at.unwrap_or(steps.len());
+                p.touch(cc.base, at);
+                p.touch(c.base, at);
+                steps.push(Step::Copy {
+                    from: cc,
+                    to: c.clone(),
+                });
+            }
             Val::Mem(c)
         }
         Op::Gather | Op::ScatterAdd { .. } => {
@@ -270,6 +295,22 @@ fn conv_scratch(x: &[usize], w: &[usize], y: &[usize], groups: usize) -> usize {
     cg * k * out_spatial
 }
 
+/// Whether the product `a @ bᵀ` (m×n over k) with a dense layer's [out, in]
+/// weight `b`, too large for `gemm` to copy it row-major first, is computed
+/// into a column-major output that is then turned row-major: the gemm
+/// crate's packing then transposes the m×k input instead of the n×k weight.
+/// MNIST's first layer (128×512 over 784, `nnc bench --profile`): 1.13–1.20
+/// ms, against 0.95–0.98 plus 0.023–0.027 to turn the output. With a
+/// weight small enough to copy, the copy wins (MNIST's second layer: 0.32 +
+/// 0.036 ms, against 0.43 + 0.008 flipped).
+fn flips_output(shape: &[usize], k: usize, b: &View, tb: bool) -> bool {
+    if shape.len() != 2 || !tb || b.shape.len() != 2 || b.strides[1] != 1 {
+        return false;
+    }
+    let (m, n) = (shape[0], shape[1]);
+    m >= 32 && m < k && n * k > 1 << 18
+}
+
 /// A matrix product as one batched GEMM: leading axes flattened into a batch
 /// (or into the rows of `a` when `b` is shared), copying an operand whose
 /// leading axes cannot be flattened.
@@ -336,7 +377,7 @@ fn gemm(
     // copied row-major first (8x8 AVX2 blocks: MNIST's 256x512 weight in
     // 0.036 ms against 0.25 ms saved; the digits MLP's step 0.046 -> 0.043
     // ms); MNIST's 784x512 weight takes 0.148 ms to copy, as long as the
-    // copy saves.
+    // copy saves, so larger weights turn the output instead (`flips_output`).
     let copies = m >= 32 && (1 << 12..=1 << 18).contains(&(n * k));
     if l == 1 && bm.rs == 1 && bm.cs != 1 && copies {
         let at = outer_at.unwrap_or(steps.len());
@@ -364,8 +405,8 @@ fn gemm(
     let cm = Mat {
         base: c.base,
         offset: c.offset,
-        rs: n as isize,
-        cs: 1,
+        rs: c.strides[r - 2],
+        cs: c.strides[r - 1],
         batch_stride: (m * n) as isize,
     };
     // A shared right operand: fold the batch into the rows of `a` and `c`
