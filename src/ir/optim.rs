@@ -115,6 +115,11 @@ pub fn gradients(model: &Model) -> Result<(Graph, NodeId, Vec<Option<NodeId>>)> 
         message: format!("the model `{}` has no loss", model.name),
     })?;
     let mut graph = model.graph.clone();
+    let keep: Vec<NodeId> = (model.outputs.iter().map(|(_, n)| *n))
+        .chain(model.state_updates.iter().map(|(_, n)| *n))
+        .chain(model.loss)
+        .collect();
+    super::rewrite::pool_before_relu(&mut graph, &keep);
     let forward_len = graph.len();
     let param_nodes: Vec<NodeId> = model.params.iter().map(|p| p.node).collect();
     let mut b = Builder::new(&mut graph, "autodiff");

@@ -1,6 +1,7 @@
 //! Rewrites of a checked graph into cheaper equivalents, applied once after
 //! lowering so every later stage (autodiff, the reference interpreter, the
-//! JIT) sees the same graph.
+//! JIT) sees the same graph — or, for [`pool_before_relu`], once on the
+//! training graph before autodiff.
 //!
 //! `one_hot(x) @ W` — how the language writes a character input and how
 //! `embedding` lowers — becomes `gather(W, x)`: the rows of W picked by the
@@ -9,7 +10,7 @@
 //! row times W adds one row of W to zeros.
 
 use super::graph::{Graph, NodeId};
-use super::ops::Op;
+use super::ops::{Binary, Op, PoolKind, Unary};
 use super::shape::without_time;
 
 /// Rewrites every product of a one-hot matrix with a weight matrix in
@@ -123,4 +124,142 @@ fn gather_sequences(graph: &mut Graph, id: NodeId) {
             n.inputs = vec![w, arg];
         }
     }
+}
+
+/// `maxpool(relu(z + b))` → `relu(maxpool(z) + b)` (and without the bias)
+/// for a bias that is the same across each pooling window: the maximum of a
+/// window moves through a non-decreasing map exactly (the same element
+/// wins, ties to the same first one; a window all negative gives 0 and a
+/// zero gradient both ways), so the values are the same bits and the
+/// gradients the same, with the add and ReLU, and their gradients, on the
+/// pooled elements only (a quarter for 2×2 windows).
+///
+/// Applied to the training graph only, so that the model's layers keep the
+/// shapes they are written with; `keep` are nodes read from outside the
+/// graph (the model's outputs), which keep their values.
+pub fn pool_before_relu(graph: &mut Graph, keep: &[NodeId]) {
+    let mut readers = vec![0usize; graph.len()];
+    for n in &graph.nodes {
+        for x in &n.inputs {
+            readers[x.index()] += 1;
+        }
+    }
+    for i in 0..graph.len() {
+        let pool = NodeId(i as u32);
+        let Some(plan) = pool_plan(graph, pool, &readers, keep) else {
+            continue;
+        };
+        apply_pool_plan(graph, pool, plan);
+    }
+}
+
+/// The nodes of one match: the ReLU, the add (if any) and its bias, and z.
+struct PoolPlan {
+    relu: NodeId,
+    add: Option<(NodeId, NodeId)>,
+    z: NodeId,
+}
+
+fn pool_plan(graph: &Graph, pool: NodeId, readers: &[usize], keep: &[NodeId]) -> Option<PoolPlan> {
+    let n = graph.node(pool);
+    let Op::Pool {
+        kind: PoolKind::Max,
+        window,
+    } = &n.op
+    else {
+        return None;
+    };
+    if window.pad.iter().any(|&p| p != 0) {
+        return None;
+    }
+    let private =
+        |x: NodeId| readers[x.index()] == 1 && !keep.contains(&x) && !graph.outputs.contains(&x);
+    let relu = *n.inputs.first()?;
+    let r = graph.node(relu);
+    if r.op != Op::Unary(Unary::Relu) || !private(relu) {
+        return None;
+    }
+    let x = r.inputs[0];
+    let rank = graph.ty(x)?.shape.rank();
+    let spatial = window.kernel.len();
+    let add = match (&graph.node(x).op, graph.node(x).inputs.as_slice()) {
+        (Op::Binary(Binary::Add), &[u, v]) if private(x) => {
+            // The bias: the operand whose shape is 1 along the pooled axes
+            // (right-aligned) and no larger than z.
+            let window_constant = |b: NodeId| {
+                graph.ty(b).is_some_and(|t| {
+                    let dims = t.shape.dims();
+                    dims.len() <= rank
+                        && dims.len() >= spatial
+                        && dims[dims.len() - spatial..]
+                            .iter()
+                            .all(|d| d.known() == Some(1))
+                })
+            };
+            let same = |a: NodeId| graph.ty(a).map(|t| &t.shape) == graph.ty(x).map(|t| &t.shape);
+            if same(u) && window_constant(v) {
+                Some((x, v, u))
+            } else if same(v) && window_constant(u) {
+                Some((x, u, v))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    Some(match add {
+        Some((add, bias, z)) => PoolPlan {
+            relu,
+            add: Some((add, bias)),
+            z,
+        },
+        None => PoolPlan {
+            relu,
+            add: None,
+            z: x,
+        },
+    })
+}
+
+/// Reuses the matched nodes in their order (so the graph stays in
+/// topological order and the pool's readers are untouched): the first
+/// pools z, the next adds the bias, the pool's node applies the ReLU.
+fn apply_pool_plan(graph: &mut Graph, pool: NodeId, plan: PoolPlan) {
+    let pooled_ty = graph.node(pool).ty.clone();
+    let pool_op = graph.node(pool).op.clone();
+    let (pool_span, pool_layer) = (graph.node(pool).span, graph.node(pool).layer);
+    let (relu_span, relu_layer) = (graph.node(plan.relu).span, graph.node(plan.relu).layer);
+    let first = plan.add.map_or(plan.relu, |(a, _)| a);
+    let set = |g: &mut Graph, id: NodeId, op: Op, inputs: Vec<NodeId>, span, layer| {
+        let n = g.node_mut(id);
+        n.op = op;
+        n.inputs = inputs;
+        n.ty = pooled_ty.clone();
+        n.span = span;
+        n.layer = layer;
+    };
+    let add_place = plan
+        .add
+        .map(|(a, _)| (graph.node(a).span, graph.node(a).layer));
+    set(graph, first, pool_op, vec![plan.z], pool_span, pool_layer);
+    let mut last = first;
+    if let (Some((_, bias)), Some((span, layer))) = (plan.add, add_place) {
+        set(
+            graph,
+            plan.relu,
+            Op::Binary(Binary::Add),
+            vec![first, bias],
+            span,
+            layer,
+        );
+        last = plan.relu;
+    }
+    set(
+        graph,
+        pool,
+        Op::Unary(Unary::Relu),
+        vec![last],
+        relu_span,
+        relu_layer,
+    );
 }
