@@ -112,6 +112,23 @@ fn fused_adam_updates_match_the_reference() {
     }
 }
 
+/// Gradients that are sums (a weight used twice, once transposed) and
+/// scaled by norm clipping, into Adam kernels, at one and two threads.
+#[test]
+fn fused_adam_with_tied_weights_and_clipping() {
+    let m = model(
+        "model m { input x: [B, 40]  labels y: [B] classes 4\n \
+         param W: [40, 24]  param b: [24] init zeros, c: [40] init zeros\n \
+         code = tanh(x @ W + b)\n recon = tanh(code @ W.T + c)\n \
+         enc = dense(12)\n a = code |> enc |> relu\n z = enc(code * 0.5)\n \
+         loss = mse(recon, x) + cross_entropy(a + z |> dense(4), y) }\n \
+         train m { optimizer adamw(lr: 0.01, weight_decay: 0.01)  clip norm(0.5) }",
+    );
+    for threads in [1, 2] {
+        compare_model(&m, recipe(&m), 5, 3, 1e-4, threads);
+    }
+}
+
 /// A gradient that is a broadcast constant (copied into a buffer for the
 /// Adam kernel) and one that the loss reads linearly.
 #[test]

@@ -218,11 +218,12 @@ fn schedule_graph(
     let mut deferred: Vec<(View, View)> = Vec::new();
     let at = |steps: &Vec<Step>| outer_at.unwrap_or(steps.len());
 
+    // Adam kernels wait for their last replaced node (every other reader
+    // of the old values is earlier) and for their gradient's loop.
+    let mut pending: Vec<&adam::Fusion> = fusions.iter().collect();
     for i in 0..n {
         let id = NodeId(i as u32);
-        for f in fusions.iter().filter(|f| f.at == id) {
-            adam::emit(p, graph, f, &vals, steps)?;
-        }
+        pending = adam::emit_ready(p, graph, pending, Some(id), &vals, steps)?;
         if !needed[i] {
             continue;
         }
@@ -309,6 +310,12 @@ fn schedule_graph(
         if vals[i].is_none() {
             vals[i] = Some(val);
         }
+    }
+    if let Some(f) = adam::emit_ready(p, graph, pending, None, &vals, steps)?.first() {
+        return Err(err(
+            f.update.grad,
+            "an Adam update's gradient was not computed",
+        ));
     }
     // Requested values: copy into their destination when not already there.
     let mut out = Vec::new();

@@ -101,8 +101,35 @@ fn fusion(
     })
 }
 
+/// Emits the kernels of `pending` that are due (their last replaced node is
+/// at most `upto`; all when `None`) and whose gradient has been computed;
+/// returns the others.
+pub(super) fn emit_ready<'f>(
+    p: &mut Planner<'_>,
+    graph: &Graph,
+    pending: Vec<&'f Fusion>,
+    upto: Option<NodeId>,
+    vals: &[Option<Val>],
+    steps: &mut Vec<Step>,
+) -> Result<Vec<&'f Fusion>, ScheduleError> {
+    let mut rest = Vec::new();
+    for f in pending {
+        let due = upto.is_none_or(|u| f.at <= u);
+        let ready = matches!(
+            vals[f.update.grad.index()],
+            Some(Val::Mem(_) | Val::Inline(_))
+        );
+        if due && ready {
+            emit(p, graph, f, vals, steps)?;
+        } else {
+            rest.push(f);
+        }
+    }
+    Ok(rest)
+}
+
 /// Emits the kernel of `f`; the gradient must have been computed.
-pub(super) fn emit(
+fn emit(
     p: &mut Planner<'_>,
     graph: &Graph,
     f: &Fusion,
