@@ -187,16 +187,33 @@ fn split_kernels_on_two_threads_match_the_reference() {
 
 /// A dense layer whose weight is too large to copy row-major (600×440 >
 /// 2^18) at a batch of 32 computes its output column-major and then turns
-/// it row-major; below 32 rows it does not.
+/// it row-major; below 32 rows it does not. The next weight (440×200) is
+/// copied row-major; at a batch of 80 both copies are large enough to be
+/// split across two threads.
 #[test]
 fn large_dense_layers_with_turned_outputs_match_the_reference() {
     let m = model(
         "model m { input x: [B, 600]  labels y: [B] classes 7\n \
-         logits = x |> dense(440) |> relu |> dense(7)\n \
+         logits = x |> dense(440) |> relu |> dense(200) |> relu |> dense(7)\n \
          loss = cross_entropy(logits, y) }\n train m { optimizer sgd(lr: 0.1) }",
     );
-    for (batch, threads) in [(32, 1), (33, 2), (31, 1)] {
+    for (batch, threads) in [(32, 1), (33, 2), (31, 1), (80, 2)] {
         compare_model(&m, recipe(&m), batch, 2, 1e-4, threads);
+    }
+}
+
+/// A bias gradient summed over a batch of 128 (every dimension but the
+/// innermost folded) is cut into column blocks that the threads share; the
+/// dropout mask before it is indexed through the cut.
+#[test]
+fn bias_gradients_cut_into_column_blocks_match_the_reference() {
+    let m = model(
+        "model m { input x: [B, 40]  labels y: [B] classes 5\n \
+         logits = x |> dense(512) |> relu |> dropout(0.3) |> dense(5)\n \
+         loss = cross_entropy(logits, y) }\n train m { optimizer sgd(lr: 0.1) }",
+    );
+    for threads in [1, 2] {
+        compare_model(&m, recipe(&m), 128, 2, 1e-4, threads);
     }
 }
 

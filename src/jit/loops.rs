@@ -179,6 +179,49 @@ pub fn prepare(lp: &Loop, env: &Env) -> Prepared {
             };
         }
     }
+    // A reduction over every dimension but the innermost (a dense layer's
+    // bias gradient sums over the batch) leaves none to split: then the
+    // innermost is cut into blocks that become the outermost dimension,
+    // when the loop is large enough to be split. Each output still adds its
+    // terms in the same order. (MNIST's [128, 512] bias-gradient loop: the
+    // step at 2 threads 1.795 → 1.749 ms; alone at 1 thread the loop takes
+    // 0.014 instead of 0.010 ms, the smallest cut, in 2.)
+    let last = dims.len().saturating_sub(1);
+    let work = dims.iter().product::<usize>() as i64 * (lp.ops.len() as i64 + 1);
+    let n = dims.last().copied().unwrap_or(0);
+    let cut_at = [2usize, 4, 8]
+        .into_iter()
+        .find(|&p| n % p == 0 && n / p >= 16 && (n / p) % 4 == 0);
+    if dims.len() >= 2
+        && folds(&reduces, 0)
+        && !folds(&reduces, last)
+        && iota.values().all(|&k| k != last)
+        && let Some(parts) = cut_at
+        && super::helpers::loop_splits(work, parts as i64)
+    {
+        let inner = dims[last] / parts;
+        dims[last] = inner;
+        dims.insert(0, parts);
+        let cut = |s: &mut Vec<i64>| {
+            let block = s[last] * inner as i64;
+            s.insert(0, block);
+        };
+        for a in loads.values_mut() {
+            cut(&mut a.strides);
+        }
+        for (_, a) in stores.iter_mut() {
+            cut(&mut a.strides);
+        }
+        for (_, _, _, a) in reduces.iter_mut() {
+            cut(&mut a.strides);
+        }
+        for s in masks.values_mut() {
+            cut(s);
+        }
+        for k in iota.values_mut() {
+            *k += 1;
+        }
+    }
     // Threads may split dim 0 unless a reduction folds it (two threads
     // would add into the same element).
     let parallel = !dims.is_empty() && reduces.iter().all(|(_, _, _, a)| a.strides[0] != 0);

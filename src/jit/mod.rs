@@ -398,6 +398,7 @@ impl Gen {
                 }
             }
             Step::Copy { from, to } if transpose::is_transposing(from, to) => {
+                self.threaded |= transpose::splits(from.numel());
                 let d = TransposeDesc {
                     rows: from.shape[0],
                     cols: from.shape[1],

@@ -31,6 +31,15 @@ pub fn is_transposing(from: &View, to: &View) -> bool {
 
 const TILE: usize = 16;
 
+/// Copies of at least this many elements are split across threads (MNIST's
+/// 128×512 output and 512×256 weight: 0.025 and 0.032 ms on one thread of
+/// two).
+const SPLIT: usize = 1 << 15;
+
+pub fn splits(elements: usize) -> bool {
+    elements >= SPLIT
+}
+
 /// # Safety
 /// Called by generated code with a live context and a descriptor it owns;
 /// both views lie inside their buffers by construction (the scheduler
@@ -51,7 +60,21 @@ pub unsafe extern "C" fn nnc_transpose(ctx: *const Ctx, d: *const TransposeDesc)
         };
         #[cfg(target_arch = "x86_64")]
         if super::conv_direct::host_has_avx2() {
-            return tiles8(from, to, ni, nj, si, dj);
+            let threads = if splits(ni * nj) { (*ctx).threads } else { 1 };
+            let blocks = ni.div_ceil(8);
+            let parts = threads.min(blocks).max(1);
+            if parts == 1 {
+                return tiles8(from, to, ni, nj, si, dj);
+            }
+            // Runs of 8 source rows (destination columns) per thread.
+            let (f, t) = (from as usize, to as usize);
+            super::team::parallel_for(threads, parts, |p| {
+                let lo = blocks * p / parts * 8;
+                let hi = (blocks * (p + 1) / parts * 8).min(ni);
+                let from = (f as *const f32).offset(lo as isize * si);
+                tiles8(from, (t as *mut f32).add(lo), hi - lo, nj, si, dj);
+            });
+            return;
         }
         for i0 in (0..ni).step_by(TILE) {
             for j0 in (0..nj).step_by(TILE) {
