@@ -72,6 +72,22 @@ pub struct Prepared {
     pub parallel: bool,
 }
 
+/// Applies `f` to the strides of every access and mask index of a loop.
+fn for_each_strides(
+    loads: &mut HashMap<usize, Acc>,
+    stores: &mut [(usize, Acc)],
+    reduces: &mut [(usize, ReduceKind, f32, Acc)],
+    masks: &mut HashMap<usize, Vec<i64>>,
+    f: impl Fn(&mut Vec<i64>),
+) {
+    loads.values_mut().for_each(|a| f(&mut a.strides));
+    stores.iter_mut().for_each(|(_, a)| f(&mut a.strides));
+    reduces
+        .iter_mut()
+        .for_each(|(_, _, _, a)| f(&mut a.strides));
+    masks.values_mut().for_each(&f);
+}
+
 /// Resolves and simplifies a loop: dimensions are merged where every access
 /// (and every mask index) steps through them as one.
 pub fn prepare(lp: &Loop, env: &Env) -> Prepared {
@@ -126,21 +142,9 @@ pub fn prepare(lp: &Loop, env: &Env) -> Prepared {
         if ok {
             dims[d] *= dims[d + 1];
             dims.remove(d + 1);
-            let merge = |s: &mut Vec<i64>| {
+            for_each_strides(&mut loads, &mut stores, &mut reduces, &mut masks, |s| {
                 s.remove(d);
-            };
-            for a in loads.values_mut() {
-                merge(&mut a.strides);
-            }
-            for (_, a) in stores.iter_mut() {
-                merge(&mut a.strides);
-            }
-            for (_, _, _, a) in reduces.iter_mut() {
-                merge(&mut a.strides);
-            }
-            for s in masks.values_mut() {
-                merge(s);
-            }
+            });
             for k in iota.values_mut() {
                 if *k > d {
                     *k -= 1;
@@ -159,18 +163,9 @@ pub fn prepare(lp: &Loop, env: &Env) -> Prepared {
     };
     if dims.len() >= 3 && folds(&reduces, 0) && !folds(&reduces, 1) {
         dims.swap(0, 1);
-        for a in loads.values_mut() {
-            a.strides.swap(0, 1);
-        }
-        for (_, a) in stores.iter_mut() {
-            a.strides.swap(0, 1);
-        }
-        for (_, _, _, a) in reduces.iter_mut() {
-            a.strides.swap(0, 1);
-        }
-        for s in masks.values_mut() {
-            s.swap(0, 1);
-        }
+        for_each_strides(&mut loads, &mut stores, &mut reduces, &mut masks, |s| {
+            s.swap(0, 1)
+        });
         for k in iota.values_mut() {
             *k = match *k {
                 0 => 1,
@@ -202,22 +197,10 @@ pub fn prepare(lp: &Loop, env: &Env) -> Prepared {
         let inner = dims[last] / parts;
         dims[last] = inner;
         dims.insert(0, parts);
-        let cut = |s: &mut Vec<i64>| {
+        for_each_strides(&mut loads, &mut stores, &mut reduces, &mut masks, |s| {
             let block = s[last] * inner as i64;
             s.insert(0, block);
-        };
-        for a in loads.values_mut() {
-            cut(&mut a.strides);
-        }
-        for (_, a) in stores.iter_mut() {
-            cut(&mut a.strides);
-        }
-        for (_, _, _, a) in reduces.iter_mut() {
-            cut(&mut a.strides);
-        }
-        for s in masks.values_mut() {
-            cut(s);
-        }
+        });
         for k in iota.values_mut() {
             *k += 1;
         }
