@@ -105,12 +105,10 @@ impl ConvDesc {
         if self.sw == 2 && super::conv_direct::host_has_avx2() {
             // Stride 2 (a ResNet's downsampling layers): the even lanes of
             // whole vectors instead of one load per element.
-            for (a, out) in row.chunks_exact_mut(self.ow).enumerate() {
-                let first = (a * self.sh + i * self.dh) * wp + j * self.dw;
-                // SAFETY: the host has AVX2; the plane has PLANE_SLACK
-                // floats after it for the last vector's odd half.
-                unsafe { super::lanes::even(&padded[first..], out) };
-            }
+            let first = i * self.dh * wp + j * self.dw;
+            // SAFETY: the host has AVX2; the plane has PLANE_SLACK floats
+            // after it for the last vector's odd half.
+            unsafe { super::lanes::even_rows(&padded[first..], self.sh * wp, row, self.ow) };
             return;
         }
         for (a, out) in row.chunks_exact_mut(self.ow).enumerate() {
@@ -189,15 +187,17 @@ impl ConvDesc {
                 for i in 0..self.kh {
                     for j in 0..self.kw {
                         let row = &cols[((cc * self.kh + i) * self.kw + j) * p..][..p];
+                        #[cfg(target_arch = "x86_64")]
+                        if self.sw == 2 && super::conv_direct::host_has_avx2() {
+                            let first = i * self.dh * wp + j * self.dw;
+                            let (stride, dst) = (self.sh * wp, &mut padded[first..]);
+                            // SAFETY: the host has AVX2; the plane has
+                            // PLANE_SLACK floats after it.
+                            unsafe { super::lanes::add_to_even_rows(row, self.ow, dst, stride) };
+                            continue;
+                        }
                         for (a, src) in row.chunks_exact(self.ow).enumerate() {
                             let first = (a * self.sh + i * self.dh) * wp + j * self.dw;
-                            #[cfg(target_arch = "x86_64")]
-                            if self.sw == 2 && super::conv_direct::host_has_avx2() {
-                                // SAFETY: the host has AVX2; the plane has
-                                // PLANE_SLACK floats after it.
-                                unsafe { super::lanes::add_to_even(src, &mut padded[first..]) };
-                                continue;
-                            }
                             let targets = padded[first..].iter_mut().step_by(self.sw);
                             for (t, v) in targets.zip(src) {
                                 *t += *v;

@@ -34,6 +34,7 @@ pub(crate) unsafe fn split2(lo: *const f32, hi: *const f32) -> (__m256, __m256) 
 ///
 /// # Safety
 /// `src` holds 2·out.len() rounded up to 16 floats; the host has AVX2.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn even(src: &[f32], out: &mut [f32]) {
     let n = out.len();
@@ -58,6 +59,7 @@ pub(crate) unsafe fn even(src: &[f32], out: &mut [f32]) {
 ///
 /// # Safety
 /// `dst` holds 2·src.len() floats; the host has AVX2.
+#[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn add_to_even(src: &[f32], dst: &mut [f32]) {
     let n = src.len();
@@ -80,6 +82,31 @@ pub(crate) unsafe fn add_to_even(src: &[f32], dst: &mut [f32]) {
     }
     for k in b..n {
         dst[2 * k] += src[k];
+    }
+}
+
+/// [`even`] for consecutive rows of `out`, `width` floats each: row a
+/// takes the even elements from `src[a·stride..]`. One call per column row
+/// of an im2col (a call per 8 or 16 outputs cost more than the shuffles).
+///
+/// # Safety
+/// As [`even`] for every row; the host has AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn even_rows(src: &[f32], stride: usize, out: &mut [f32], width: usize) {
+    for (a, row) in out.chunks_exact_mut(width).enumerate() {
+        unsafe { even(&src[a * stride..], row) };
+    }
+}
+
+/// [`add_to_even`] for consecutive rows of `src`, `width` floats each: row
+/// a adds into the even elements of `dst[a·stride..]`.
+///
+/// # Safety
+/// As [`add_to_even`] for every row; the host has AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn add_to_even_rows(src: &[f32], width: usize, dst: &mut [f32], stride: usize) {
+    for (a, row) in src.chunks_exact(width).enumerate() {
+        unsafe { add_to_even(row, &mut dst[a * stride..]) };
     }
 }
 
