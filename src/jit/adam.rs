@@ -55,7 +55,7 @@ impl Consts {
 
 /// This step's scalars, computed once as the graph's scalar nodes are.
 #[derive(Debug, Clone, Copy)]
-struct Step {
+struct Scalars {
     /// 1/√(1 − β₂ᵗ).
     rb: f32,
     /// lr / (1 − β₁ᵗ).
@@ -64,9 +64,9 @@ struct Step {
     shrink: f32,
 }
 
-impl Step {
-    fn new(c: &Consts, lr: f32, bc1: f32, bc2: f32) -> Step {
-        Step {
+impl Scalars {
+    fn new(c: &Consts, lr: f32, bc1: f32, bc2: f32) -> Scalars {
+        Scalars {
             rb: 1.0 / bc2.sqrt(),
             step_size: lr / bc1,
             shrink: if c.decoupled && c.weight_decay != 0.0 {
@@ -94,7 +94,7 @@ pub unsafe extern "C" fn nnc_adam(ctx: *const Ctx, d: *const AdamDesc) {
             };
             *base.ptr(ctx)
         };
-        let step = Step::new(&d.consts, hyper(d.lr), hyper(d.bc1), hyper(d.bc2));
+        let step = Scalars::new(&d.consts, hyper(d.lr), hyper(d.bc1), hyper(d.bc2));
         let ptrs = [d.param, d.grad, d.exp_avg, d.exp_avg_sq].map(|l| Shared(l.ptr(ctx)));
         let threads = (*ctx).threads;
         let parts = if d.n >= SPLIT { threads.max(1) } else { 1 };
@@ -118,7 +118,7 @@ pub unsafe extern "C" fn nnc_adam(ctx: *const Ctx, d: *const AdamDesc) {
 ///
 /// # Safety
 /// Each pointer must hold `n` floats; `g` may not alias the others.
-unsafe fn update(c: &Consts, s: &Step, n: usize, ptrs: [*mut f32; 4]) {
+unsafe fn update(c: &Consts, s: &Scalars, n: usize, ptrs: [*mut f32; 4]) {
     unsafe {
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
@@ -142,7 +142,7 @@ fn coupled(c: &Consts) -> bool {
 
 /// One element: the new parameter, first and second moments. (`shrink` is
 /// exactly 1 without AdamW's decay, so the product leaves p as it is.)
-fn one(c: &Consts, s: &Step, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+fn one(c: &Consts, s: &Scalars, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
     let (p0, d) = if coupled(c) {
         (p, g + p * c.weight_decay)
     } else {
@@ -157,7 +157,7 @@ fn one(c: &Consts, s: &Step, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) 
 /// The whole 8-float vectors of [`update`]; returns how many elements it did.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn update_avx2(c: &Consts, s: &Step, n: usize, [p, g, m, v]: [*mut f32; 4]) -> usize {
+unsafe fn update_avx2(c: &Consts, s: &Scalars, n: usize, [p, g, m, v]: [*mut f32; 4]) -> usize {
     use std::arch::x86_64::*;
     // Separate products and sums (no fused multiply-add): the generated loop
     // and the reference round each one.
@@ -229,7 +229,7 @@ mod tests {
         let wave = |k: f32| (0..n).map(move |i| (i as f32 * k).sin() * 0.3);
         for (decoupled, wd) in [(false, 0.0), (false, 0.01), (true, 0.0), (true, 0.05)] {
             let c = consts(decoupled, wd);
-            let s = Step::new(&c, 1e-3, 1.0 - 0.9f32.powi(3), 1.0 - 0.999f32.powi(3));
+            let s = Scalars::new(&c, 1e-3, 1.0 - 0.9f32.powi(3), 1.0 - 0.999f32.powi(3));
             let mut p: Vec<f32> = wave(0.7).collect();
             let mut g: Vec<f32> = wave(1.3).collect();
             let mut m: Vec<f32> = wave(0.2).map(|x| x * 0.1).collect();

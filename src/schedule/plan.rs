@@ -223,7 +223,9 @@ fn schedule_graph(
     let mut pending: Vec<&adam::Fusion> = fusions.iter().collect();
     for i in 0..n {
         let id = NodeId(i as u32);
-        pending = adam::emit_ready(p, graph, pending, Some(id), &vals, steps)?;
+        if !pending.is_empty() {
+            pending = adam::emit_ready(p, graph, pending, Some(id), &vals, steps)?;
+        }
         if !needed[i] {
             continue;
         }
