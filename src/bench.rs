@@ -12,29 +12,49 @@ use crate::runtime::reference_trainer::Recipe;
 /// 2 flops × 2.9 GHz (see CRANELIFT.md); used where it cannot be measured.
 pub const PEAK_GFLOPS_PER_CORE: f64 = 92.8;
 
-/// The f32 peak of one core of this machine, measured with a loop of
-/// independent 256-bit fused multiply-adds (the widest that both the `gemm`
-/// crate's kernels and AVX2 machines use); falls back to
-/// [`PEAK_GFLOPS_PER_CORE`] without FMA.
+/// The f32 peak of one core of this machine, measured with loops of
+/// independent fused multiply-adds: 256-bit, and 512-bit where the CPU has
+/// AVX-512 (the `gemm` crate's widest kernels use it; Zen 4 splits 512-bit
+/// operations in two, Zen 5 does not, so only a measurement tells). Falls back
+/// to [`PEAK_GFLOPS_PER_CORE`] without FMA.
 pub fn measure_peak_gflops() -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the features were detected above.
-            return unsafe { fma_peak() };
+            let avx2 = unsafe { fma_peak_256() };
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: detected above.
+                return avx2.max(unsafe { fma_peak_512() });
+            }
+            return avx2;
         }
     }
     PEAK_GFLOPS_PER_CORE
 }
 
+/// Runs twelve independent FMA chains of `LANES`-wide vectors and returns the
+/// best GFLOP/s of three tries; `fma` is one vector FMA over the chains.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_peak() -> f64 {
-    use std::arch::x86_64::*;
+#[inline(always)]
+fn best_of_three<const LANES: usize>(mut fma: impl FnMut(u64) -> f32) -> f64 {
     let iters = 2_000_000u64;
     let mut best = 0.0f64;
     for _ in 0..3 {
+        let start = Instant::now();
+        std::hint::black_box(fma(iters));
+        let secs = start.elapsed().as_secs_f64();
+        best = best.max((iters * 12 * LANES as u64 * 2) as f64 / secs / 1e9);
+    }
+    best
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_peak_256() -> f64 {
+    use std::arch::x86_64::*;
+    best_of_three::<8>(|iters| {
         // Distinct, opaque values: the compiler must keep twelve chains.
         let a = _mm256_set1_ps(std::hint::black_box(0.999_999));
         let b = _mm256_set1_ps(std::hint::black_box(1e-7));
@@ -42,23 +62,33 @@ unsafe fn fma_peak() -> f64 {
         for (i, x) in acc.iter_mut().enumerate() {
             *x = _mm256_set1_ps(std::hint::black_box(1.0 + i as f32 * 0.01));
         }
-        let start = Instant::now();
         for _ in 0..iters {
             for x in acc.iter_mut() {
                 *x = _mm256_fmadd_ps(*x, a, b);
             }
         }
-        let secs = start.elapsed().as_secs_f64();
-        // Keep the result alive.
-        let mut sink = [0.0f32; 8];
-        for x in &acc {
-            // SAFETY: `sink` holds 8 floats.
-            unsafe { _mm256_storeu_ps(sink.as_mut_ptr(), *x) };
-            std::hint::black_box(sink);
+        acc.iter().map(|x| _mm256_cvtss_f32(*x)).sum()
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_peak_512() -> f64 {
+    use std::arch::x86_64::*;
+    best_of_three::<16>(|iters| {
+        let a = _mm512_set1_ps(std::hint::black_box(0.999_999));
+        let b = _mm512_set1_ps(std::hint::black_box(1e-7));
+        let mut acc = [_mm512_setzero_ps(); 12];
+        for (i, x) in acc.iter_mut().enumerate() {
+            *x = _mm512_set1_ps(std::hint::black_box(1.0 + i as f32 * 0.01));
         }
-        best = best.max((iters * 12 * 8 * 2) as f64 / secs / 1e9);
-    }
-    best
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        acc.iter().map(|x| _mm512_reduce_add_ps(*x)).sum()
+    })
 }
 
 #[derive(Debug, Clone)]
