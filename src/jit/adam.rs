@@ -1,11 +1,13 @@
-//! The Adam update of one parameter, 8 lanes wide.
+//! The Adam update of one parameter, 16 or 8 lanes wide.
 //!
 //! Its square root and division bound the loop Cranelift would generate,
 //! which is 4 lanes wide (it emits no 256-bit code); the 256-bit forms cost
 //! the same per instruction, so this kernel takes half the time with its
 //! arrays in cache (0.57 → 0.31 ns an element); in a step, where they come
-//! from memory, MNIST's 784×512 weight takes 0.19–0.25 ms instead of 0.27.
-//! It computes exactly the formula of
+//! from memory, MNIST's 784×512 weight takes 0.19–0.25 ms instead of 0.27
+//! (Zen 4). Where the host has AVX-512 the kernel is 16 lanes wide: on Zen 5
+//! that takes the digits MLP's updates from 4.5 to 2.6 µs a step and MNIST's
+//! from 0.144 to 0.087 ms. It computes exactly the formula of
 //! [`AdamUpdate`], each operation rounded in the same order as the
 //! generated loop, so both give the same bits.
 
@@ -122,8 +124,13 @@ unsafe fn update(c: &Consts, s: &Scalars, n: usize, ptrs: [*mut f32; 4]) {
     unsafe {
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if super::conv_direct::host_has_avx2() {
-            done = update_avx2(c, s, n, ptrs);
+        {
+            if crate::jit::host::has_avx512() {
+                done = update_avx512(c, s, n, ptrs);
+            }
+            if crate::jit::host::has_avx2() {
+                done += update_avx2(c, s, n - done, ptrs.map(|x| x.add(done)));
+            }
         }
         let [p, g, m, v] = ptrs;
         for i in done..n {
@@ -154,56 +161,85 @@ fn one(c: &Consts, s: &Scalars, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f3
     (p0 - (nm / denom) * s.step_size, nm, nv)
 }
 
-/// The whole 8-float vectors of [`update`]; returns how many elements it did.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn update_avx2(c: &Consts, s: &Scalars, n: usize, [p, g, m, v]: [*mut f32; 4]) -> usize {
-    use std::arch::x86_64::*;
-    // Separate products and sums (no fused multiply-add): the generated loop
-    // and the reference round each one.
-    let splat = |x: f32| _mm256_set1_ps(x);
-    let (b1, c1, b2, c2) = (
-        splat(c.beta1),
-        splat(c.one_minus_beta1),
-        splat(c.beta2),
-        splat(c.one_minus_beta2),
-    );
-    let (eps, wd, rb, step, shrink) = (
-        splat(c.eps),
-        splat(c.weight_decay),
-        splat(s.rb),
-        splat(s.step_size),
-        splat(s.shrink),
-    );
-    let coupled = coupled(c);
-    let mut i = 0;
-    while i + 8 <= n {
-        unsafe {
-            let pv = _mm256_loadu_ps(p.add(i));
-            let gv = _mm256_loadu_ps(g.add(i));
-            let (p0, d) = if coupled {
-                (pv, _mm256_add_ps(gv, _mm256_mul_ps(pv, wd)))
-            } else {
-                (_mm256_mul_ps(pv, shrink), gv)
-            };
-            let nm = _mm256_add_ps(
-                _mm256_mul_ps(_mm256_loadu_ps(m.add(i)), b1),
-                _mm256_mul_ps(d, c1),
+/// One width of [`update`]'s vector path: `$load`/`$store` and the
+/// arithmetic of one vector type. Separate products and sums (no fused
+/// multiply-add): the generated loop and the reference round each one.
+macro_rules! update_vectors {
+    ($name:ident, $feature:literal, $lanes:literal, $set1:ident, $load:ident, $store:ident,
+     $add:ident, $sub:ident, $mul:ident, $div:ident, $sqrt:ident) => {
+        /// The whole vectors of [`update`]; returns how many elements it did.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(c: &Consts, s: &Scalars, n: usize, [p, g, m, v]: [*mut f32; 4]) -> usize {
+            use std::arch::x86_64::*;
+            let (b1, c1, b2, c2) = (
+                $set1(c.beta1),
+                $set1(c.one_minus_beta1),
+                $set1(c.beta2),
+                $set1(c.one_minus_beta2),
             );
-            let nv = _mm256_add_ps(
-                _mm256_mul_ps(_mm256_loadu_ps(v.add(i)), b2),
-                _mm256_mul_ps(_mm256_mul_ps(d, d), c2),
+            let (eps, wd, rb, step, shrink) = (
+                $set1(c.eps),
+                $set1(c.weight_decay),
+                $set1(s.rb),
+                $set1(s.step_size),
+                $set1(s.shrink),
             );
-            let denom = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(nv), rb), eps);
-            let q = _mm256_mul_ps(_mm256_div_ps(nm, denom), step);
-            _mm256_storeu_ps(p.add(i), _mm256_sub_ps(p0, q));
-            _mm256_storeu_ps(m.add(i), nm);
-            _mm256_storeu_ps(v.add(i), nv);
+            let coupled = coupled(c);
+            let mut i = 0;
+            while i + $lanes <= n {
+                // SAFETY: i + lanes ≤ n, and each pointer holds n floats.
+                unsafe {
+                    let pv = $load(p.add(i));
+                    let gv = $load(g.add(i));
+                    let (p0, d) = if coupled {
+                        (pv, $add(gv, $mul(pv, wd)))
+                    } else {
+                        ($mul(pv, shrink), gv)
+                    };
+                    let nm = $add($mul($load(m.add(i)), b1), $mul(d, c1));
+                    let nv = $add($mul($load(v.add(i)), b2), $mul($mul(d, d), c2));
+                    let denom = $add($mul($sqrt(nv), rb), eps);
+                    let q = $mul($div(nm, denom), step);
+                    $store(p.add(i), $sub(p0, q));
+                    $store(m.add(i), nm);
+                    $store(v.add(i), nv);
+                }
+                i += $lanes;
+            }
+            i
         }
-        i += 8;
-    }
-    i
+    };
 }
+
+update_vectors!(
+    update_avx2,
+    "avx2,fma",
+    8,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_add_ps,
+    _mm256_sub_ps,
+    _mm256_mul_ps,
+    _mm256_div_ps,
+    _mm256_sqrt_ps
+);
+// Zen 5 runs 512-bit square roots and divisions at twice the 256-bit
+// throughput: the digits MLP's updates, in cache, take half the time.
+update_vectors!(
+    update_avx512,
+    "avx512f",
+    16,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_add_ps,
+    _mm512_sub_ps,
+    _mm512_mul_ps,
+    _mm512_div_ps,
+    _mm512_sqrt_ps
+);
 
 #[cfg(test)]
 mod tests {
@@ -225,7 +261,8 @@ mod tests {
     /// each form of weight decay.
     #[test]
     fn vectors_match_the_scalar_formula() {
-        let n = 8 * 13 + 5;
+        // 6 vectors of 16, one of 8, 5 scalars where the host has AVX-512.
+        let n = 16 * 6 + 8 + 5;
         let wave = |k: f32| (0..n).map(move |i| (i as f32 * k).sin() * 0.3);
         for (decoupled, wd) in [(false, 0.0), (false, 0.01), (true, 0.0), (true, 0.05)] {
             let c = consts(decoupled, wd);

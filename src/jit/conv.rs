@@ -102,7 +102,7 @@ impl ConvDesc {
     fn gather_row(&self, padded: &[f32], i: usize, j: usize, row: &mut [f32]) {
         let wp = self.padded_dims().1;
         #[cfg(target_arch = "x86_64")]
-        if self.sw == 2 && super::conv_direct::host_has_avx2() {
+        if self.sw == 2 && crate::jit::host::has_avx2() {
             // Stride 2 (a ResNet's downsampling layers): the even lanes of
             // whole vectors instead of one load per element.
             let first = i * self.dh * wp + j * self.dw;
@@ -188,7 +188,7 @@ impl ConvDesc {
                     for j in 0..self.kw {
                         let row = &cols[((cc * self.kh + i) * self.kw + j) * p..][..p];
                         #[cfg(target_arch = "x86_64")]
-                        if self.sw == 2 && super::conv_direct::host_has_avx2() {
+                        if self.sw == 2 && crate::jit::host::has_avx2() {
                             let first = i * self.dh * wp + j * self.dw;
                             let (stride, dst) = (self.sh * wp, &mut padded[first..]);
                             // SAFETY: the host has AVX2; the plane has

@@ -70,23 +70,13 @@ pub fn applies(d: &ConvDesc) -> bool {
         && d.kh * d.kw > 1
         && (1..=2 * LANES).contains(&outputs)
         && wins
-        && host_has_avx2()
+        && super::host::has_avx2()
 }
 
 /// Maps of at least this many positions run channel-vectorised passes with
 /// fewer than [`DIRECT_MIN_TERMS`] terms per output through im2col instead.
 const DIRECT_MAX_POSITIONS: usize = 512;
 const DIRECT_MIN_TERMS: usize = 64;
-
-#[cfg(target_arch = "x86_64")]
-pub(super) fn host_has_avx2() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn host_has_avx2() -> bool {
-    false
-}
 
 /// A stride-1 convolution of one padded image: `xp` is [c][hp][wp] plus
 /// [`SLACK`] zeros, `wk` the weights as [c][kh][kw][v·8], `y` [o][oh][ow].

@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn even_and_add_to_even_match_plain_loops() {
-        if !crate::jit::conv_direct::host_has_avx2() {
+        if !crate::jit::host::has_avx2() {
             return;
         }
         for n in 0..40usize {

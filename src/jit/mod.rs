@@ -18,6 +18,7 @@ mod define;
 pub mod gather;
 pub mod gemm;
 pub mod helpers;
+pub mod host;
 #[cfg(target_arch = "x86_64")]
 mod lanes;
 pub mod loops;

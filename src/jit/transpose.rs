@@ -59,7 +59,7 @@ pub unsafe extern "C" fn nnc_transpose(ctx: *const Ctx, d: *const TransposeDesc)
             return strided(d, from, to);
         };
         #[cfg(target_arch = "x86_64")]
-        if super::conv_direct::host_has_avx2() {
+        if crate::jit::host::has_avx2() {
             let threads = if splits(ni * nj) { (*ctx).threads } else { 1 };
             let blocks = ni.div_ceil(8);
             let parts = threads.min(blocks).max(1);

@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn split4_and_interleave4_are_inverse() {
-        if !crate::jit::conv_direct::host_has_avx2() {
+        if !crate::jit::host::has_avx2() {
             return;
         }
         let x: Vec<f32> = (0..32).map(|v| v as f32).collect();

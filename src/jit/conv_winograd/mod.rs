@@ -88,7 +88,7 @@ pub fn applies(d: &ConvDesc) -> bool {
         && d.ow > 0
         && d.c >= MIN_CHANNELS
         && d.o >= MIN_CHANNELS
-        && super::conv_direct::host_has_avx2()
+        && crate::jit::host::has_avx2()
 }
 
 /// The geometry of one forward-shaped convolution: `ci` channels of
@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn forward_matches_a_direct_convolution() {
-        if !crate::jit::conv_direct::host_has_avx2() {
+        if !crate::jit::host::has_avx2() {
             return;
         }
         let n = 2;
@@ -564,7 +564,7 @@ mod tests {
 
     #[test]
     fn weight_grad_matches_a_direct_sum() {
-        if !crate::jit::conv_direct::host_has_avx2() {
+        if !crate::jit::host::has_avx2() {
             return;
         }
         let n = 2;
