@@ -116,39 +116,18 @@ pub unsafe extern "C" fn nnc_transpose(ctx: *const Ctx, d: *const TransposeDesc)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn tiles8(from: *const f32, to: *mut f32, ni: usize, nj: usize, si: isize, dj: isize) {
-    use std::arch::x86_64::*;
     let (bi, bj) = (ni - ni % 8, nj - nj % 8);
     unsafe {
-        for i0 in (0..bi).step_by(8) {
+        // Panels of 32 source rows: each destination row gets two whole
+        // cache lines (when aligned) at once. With 8 rows a line was written
+        // in quarters a sweep over all columns apart, and when destination
+        // rows are a power of two apart their lines evicted each other in
+        // between. MNIST's two copies on Zen 5, 1 thread: 0.088 ms with 8,
+        // 0.066 with 16, 0.027 with 32 or 64.
+        for p0 in (0..bi).step_by(PANEL) {
             for j0 in (0..bj).step_by(8) {
-                let (i, j) = (i0 as isize, j0 as isize);
-                let r: [__m256; 8] = std::array::from_fn(|k| {
-                    _mm256_loadu_ps(from.offset((i + k as isize) * si + j))
-                });
-                // Pairs, quads, then halves: the classic 8×8 transpose.
-                let t: [__m256; 8] = std::array::from_fn(|k| {
-                    let (a, b) = (r[2 * (k / 2)], r[2 * (k / 2) + 1]);
-                    if k % 2 == 0 {
-                        _mm256_unpacklo_ps(a, b)
-                    } else {
-                        _mm256_unpackhi_ps(a, b)
-                    }
-                });
-                let q = [
-                    _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-                    _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-                    _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-                    _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-                    _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-                    _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-                    _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-                    _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-                ];
-                for k in 0..4 {
-                    let lo = _mm256_permute2f128_ps::<0x20>(q[k], q[k + 4]);
-                    let hi = _mm256_permute2f128_ps::<0x31>(q[k], q[k + 4]);
-                    _mm256_storeu_ps(to.offset(i + (j + k as isize) * dj), lo);
-                    _mm256_storeu_ps(to.offset(i + (j + k as isize + 4) * dj), hi);
+                for i0 in (p0..(p0 + PANEL).min(bi)).step_by(8) {
+                    block8(from, to, i0 as isize, j0 as isize, si, dj);
                 }
             }
         }
@@ -160,6 +139,49 @@ unsafe fn tiles8(from: *const f32, to: *mut f32, ni: usize, nj: usize, si: isize
                 let (i, j) = (i as isize, j as isize);
                 *to.offset(i + j * dj) = *from.offset(i * si + j);
             }
+        }
+    }
+}
+
+/// Source rows a panel of [`tiles8`] covers.
+const PANEL: usize = 32;
+
+/// The 8×8 block at source row `i`, column `j`, transposed in registers.
+///
+/// # Safety
+/// As [`tiles8`], for the whole block.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block8(from: *const f32, to: *mut f32, i: isize, j: isize, si: isize, dj: isize) {
+    use std::arch::x86_64::*;
+    unsafe {
+        let r: [__m256; 8] =
+            std::array::from_fn(|k| _mm256_loadu_ps(from.offset((i + k as isize) * si + j)));
+        // Pairs, quads, then halves: the classic 8×8 transpose.
+        let t: [__m256; 8] = std::array::from_fn(|k| {
+            let (a, b) = (r[2 * (k / 2)], r[2 * (k / 2) + 1]);
+            if k % 2 == 0 {
+                _mm256_unpacklo_ps(a, b)
+            } else {
+                _mm256_unpackhi_ps(a, b)
+            }
+        });
+        let q = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        for k in 0..4 {
+            let lo = _mm256_permute2f128_ps::<0x20>(q[k], q[k + 4]);
+            let hi = _mm256_permute2f128_ps::<0x31>(q[k], q[k + 4]);
+            _mm256_storeu_ps(to.offset(i + (j + k as isize) * dj), lo);
+            _mm256_storeu_ps(to.offset(i + (j + k as isize + 4) * dj), hi);
         }
     }
 }
@@ -219,7 +241,7 @@ mod tests {
     /// Both directions and ragged edges against an element-by-element copy.
     #[test]
     fn blocked_copies_match_plain_ones() {
-        for (rows, cols) in [(5, 7), (16, 16), (33, 18), (4, 1029)] {
+        for (rows, cols) in [(5, 7), (16, 16), (33, 18), (4, 1029), (75, 41), (41, 75)] {
             let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
             let mut dst = vec![0.0f32; rows * cols];
             let mut regions = [src.as_ptr() as *mut u8, dst.as_mut_ptr() as *mut u8];
