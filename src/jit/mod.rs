@@ -24,6 +24,7 @@ mod lanes;
 pub mod loops;
 pub mod math;
 pub mod pool;
+pub(crate) mod simd;
 pub mod team;
 pub mod transpose;
 
