@@ -217,6 +217,24 @@ fn bias_gradients_cut_into_column_blocks_match_the_reference() {
     }
 }
 
+/// A convolution's bias gradient (a reduction over the batch and the map)
+/// is cut into blocks of channels that the threads share, each walking its
+/// block image by image; the dropout mask after the first layer is indexed
+/// through the cut. The second layer's 5 channels have no even cut and
+/// stay whole.
+#[test]
+fn convolution_bias_gradients_cut_into_channel_blocks_match_the_reference() {
+    let m = model(
+        "model m { input x: [B, 3, 16, 16]  labels y: [B] classes 4\n \
+         h = x |> conv2d(6, kernel: 3, pad: 1) |> relu |> dropout(0.2)\n \
+         logits = h |> conv2d(5, kernel: 3, pad: 1) |> relu |> global_avgpool |> flatten |> dense(4)\n \
+         loss = cross_entropy(logits, y) }\n train m { optimizer sgd(lr: 0.1) }",
+    );
+    for threads in [1, 2] {
+        compare_model(&m, recipe(&m), 40, 2, 1e-4, threads);
+    }
+}
+
 /// Stride-1 convolutions on at least 512 positions and 8 channels per group
 /// take the shifted-product path (one product per tap): square and
 /// rectangular kernels, padding and none, groups, channel counts that are

@@ -156,22 +156,36 @@ pub fn prepare(lp: &Loop, env: &Env) -> Prepared {
     }
     // A reduction over the outermost dimension (a convolution's bias
     // gradient sums over the batch) keeps threads from splitting it; then
-    // the next dimension goes outermost if no reduction folds it. Each
-    // output still adds its terms in the same order.
+    // the next dimension is cut into blocks that go outermost, if no
+    // reduction folds it and the loop is large enough to split. Each thread
+    // still walks its block of channels image by image, through memory in
+    // order (with the channels outermost, a 32×32 map's 4 KiB rows a batch
+    // apart, ResNet-mini's bias-gradient loops took 0.19–0.23 ms instead
+    // of 0.07–0.10 at 1 thread), and each output adds its terms in the
+    // same order.
     let folds = |reduces: &[(usize, ReduceKind, f32, Acc)], d: usize| {
         reduces.iter().any(|(_, _, _, a)| a.strides[d] == 0)
     };
-    if dims.len() >= 3 && folds(&reduces, 0) && !folds(&reduces, 1) {
-        dims.swap(0, 1);
+    let work = dims.iter().product::<usize>() as i64 * (lp.ops.len() as i64 + 1);
+    let channel_parts = dims
+        .get(1)
+        .and_then(|&c| [2usize, 4].into_iter().find(|&p| c % p == 0));
+    if dims.len() >= 3
+        && folds(&reduces, 0)
+        && !folds(&reduces, 1)
+        && iota.values().all(|&k| k != 1)
+        && let Some(parts) = channel_parts
+        && super::helpers::loop_splits(work, parts as i64)
+    {
+        let inner = dims[1] / parts;
+        dims[1] = inner;
+        dims.insert(0, parts);
         for_each_strides(&mut loads, &mut stores, &mut reduces, &mut masks, |s| {
-            s.swap(0, 1)
+            let block = s[1] * inner as i64;
+            s.insert(0, block);
         });
         for k in iota.values_mut() {
-            *k = match *k {
-                0 => 1,
-                1 => 0,
-                k => k,
-            };
+            *k += 1;
         }
     }
     // A reduction over every dimension but the innermost (a dense layer's
@@ -182,7 +196,6 @@ pub fn prepare(lp: &Loop, env: &Env) -> Prepared {
     // step at 2 threads 1.795 → 1.749 ms; alone at 1 thread the loop takes
     // 0.014 instead of 0.010 ms, the smallest cut, in 2.)
     let last = dims.len().saturating_sub(1);
-    let work = dims.iter().product::<usize>() as i64 * (lp.ops.len() as i64 + 1);
     let n = dims.last().copied().unwrap_or(0);
     let cut_at = [2usize, 4, 8]
         .into_iter()
@@ -573,6 +586,12 @@ impl VectorLoop<'_> {
     /// f32x4 steps, `unroll` per iteration, from `from` while 4·`unroll`
     /// elements remain before `hi`; returns where it stopped and the
     /// accumulators.
+    ///
+    /// Sums along the row keep one accumulator per unrolled step, added
+    /// together after the loop: with one, every step waited for the
+    /// previous add (ResNet-mini's bias-gradient loops over 32×32 maps took
+    /// 0.19–0.26 ms instead of ~0.05 for an elementwise loop of that size).
+    /// Maxima keep one, so that ties and NaNs resolve in scan order.
     fn emit(
         &self,
         b: &mut FunctionBuilder<'_>,
@@ -582,18 +601,36 @@ impl VectorLoop<'_> {
         unroll: i64,
     ) -> (Value, Vec<Value>) {
         let width = 4 * unroll;
+        let rank = self.pre.dims.len();
+        let kinds: Vec<ReduceKind> = self
+            .pre
+            .reduces
+            .iter()
+            .filter(|r| r.3.strides[rank - 1] == 0)
+            .map(|r| r.1)
+            .collect();
+        let n = accs.len();
+        let slots = if kinds.iter().all(|&k| k != ReduceKind::Max) {
+            unroll as usize
+        } else {
+            1
+        };
+        let mut start = accs;
+        for _ in 1..slots {
+            start.extend(kinds.iter().map(|_| math::fconst(b, types::F32X4, 0.0)));
+        }
         let head = b.create_block();
         let done = b.create_block();
         b.append_block_param(head, types::I64);
         b.append_block_param(done, types::I64);
-        for _ in &accs {
+        for _ in &start {
             b.append_block_param(head, types::F32X4);
             b.append_block_param(done, types::F32X4);
         }
         let first_end = b.ins().iadd_imm_s(from, width);
         let enter = b.ins().icmp(IntCC::SignedLessThanOrEqual, first_end, hi);
         let mut args = vec![BlockArg::Value(from)];
-        args.extend(accs.iter().map(|a| BlockArg::Value(*a)));
+        args.extend(start.iter().map(|a| BlockArg::Value(*a)));
         b.ins().brif(enter, head, &args, done, &args);
         b.switch_to_block(head);
         let j = b.block_params(head)[0];
@@ -604,6 +641,7 @@ impl VectorLoop<'_> {
             } else {
                 b.ins().iadd_imm_s(j, 4 * u)
             };
+            let slot = u as usize % slots;
             body(
                 b,
                 self.lp,
@@ -613,7 +651,7 @@ impl VectorLoop<'_> {
                 self.idx,
                 ju,
                 types::F32X4,
-                &mut cur,
+                &mut cur[slot * n..(slot + 1) * n],
                 self.hoisted,
             );
         }
@@ -625,7 +663,15 @@ impl VectorLoop<'_> {
         b.ins().brif(more, head, &again, done, &again);
         b.switch_to_block(done);
         let params = b.block_params(done).to_vec();
-        (params[0], params[1..].to_vec())
+        let slot_accs = &params[1..];
+        let merged = (0..n)
+            .map(|k| {
+                (1..slots).fold(slot_accs[k], |acc, s| {
+                    combine(b, kinds[k], acc, slot_accs[s * n + k])
+                })
+            })
+            .collect();
+        (params[0], merged)
     }
 }
 
