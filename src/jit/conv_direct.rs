@@ -281,12 +281,16 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
                                             acc,
                                         );
                                     } else {
-                                        // dy transposed to [P][v·L].
-                                        for oc in 0..d.o {
-                                            for q in 0..p {
-                                                dyt[q * vl + oc] = *dy.add(oc * p + q);
-                                            }
-                                        }
+                                        // dy transposed to [P][v·L] (the lanes past
+                                        // o stay zero).
+                                        super::transpose::transpose_into(
+                                            dy,
+                                            dyt.as_mut_ptr(),
+                                            d.o,
+                                            p,
+                                            p as isize,
+                                            vl as isize,
+                                        );
                                         weight_grad_image(&im, xp.as_ptr(), dyt.as_ptr(), acc);
                                     }
                                 }

@@ -105,6 +105,32 @@ pub unsafe extern "C" fn nnc_transpose(ctx: *const Ctx, d: *const TransposeDesc)
     }
 }
 
+/// Copies the ni×nj matrix at `from` (element (i, j) at `from + i·si + j`)
+/// to `to + i + j·dj`, in 8×8 blocks where the host has AVX2.
+///
+/// # Safety
+/// Both matrices lie inside their buffers.
+pub(crate) unsafe fn transpose_into(
+    from: *const f32,
+    to: *mut f32,
+    ni: usize,
+    nj: usize,
+    si: isize,
+    dj: isize,
+) {
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        if crate::jit::host::has_avx2() {
+            return tiles8(from, to, ni, nj, si, dj);
+        }
+        for i in 0..ni as isize {
+            for j in 0..nj as isize {
+                *to.offset(i + j * dj) = *from.offset(i * si + j);
+            }
+        }
+    }
+}
+
 /// The copy in 8×8 blocks with AVX2, the ragged edges element by element.
 /// Eight destination rows per block touch fewer cache sets than 16 when the
 /// rows are a power of two apart (MNIST's 784×512 weight: 0.238 ms with
