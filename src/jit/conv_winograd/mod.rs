@@ -44,6 +44,9 @@ use super::team::parallel_for;
 
 mod f4;
 mod tiles;
+mod weights;
+
+use weights::{weight_transform, weight_untransform};
 
 thread_local! {
     /// Transformed input V of a block of images.
@@ -257,69 +260,6 @@ const F4_MIN_WIDTH: usize = 29;
 
 fn g_of(m: usize) -> &'static [[f32; 3]] {
     if m == 4 { &G4 } else { &G2 }
-}
-
-/// U[ξ][i][o] = G g Gᵀ for every kernel g from input channel i to output
-/// channel o of the convolution computed, with tiles of m×m outputs. The
-/// weights are [O][C][3][3]; for the input gradient (`flip`) the convolution
-/// runs from the O channels to the C channels with each kernel rotated by
-/// 180°.
-fn weight_transform(w: &[f32], o: usize, c: usize, flip: bool, m: usize, u: &mut [f32]) {
-    let gm = g_of(m);
-    let al = gm.len();
-    let (ci, co) = if flip { (o, c) } else { (c, o) };
-    // Every element of u is written below.
-    let u = &mut u[..al * al * ci * co];
-    for oo in 0..o {
-        for cc in 0..c {
-            let k = &w[(oo * c + cc) * 9..][..9];
-            let g = |i: usize, j: usize| {
-                if flip {
-                    k[(2 - i) * 3 + (2 - j)]
-                } else {
-                    k[i * 3 + j]
-                }
-            };
-            // G g (α×3), then (G g) Gᵀ (α×α).
-            let mut gg = [[0.0f32; 3]; 6];
-            for a in 0..al {
-                for j in 0..3 {
-                    gg[a][j] = (0..3).map(|i| gm[a][i] * g(i, j)).sum();
-                }
-            }
-            let (i_ch, o_ch) = if flip { (oo, cc) } else { (cc, oo) };
-            for a in 0..al {
-                for b in 0..al {
-                    let v: f32 = (0..3).map(|j| gg[a][j] * gm[b][j]).sum();
-                    u[((a * al + b) * ci + i_ch) * co + o_ch] = v;
-                }
-            }
-        }
-    }
-}
-
-/// dW[o][c] = Gᵀ dU[·][c][o] G for every pair, from dU [ξ][C][O].
-fn weight_untransform(du: &[f32], o: usize, c: usize, m: usize, dw: &mut [f32]) {
-    let gm = g_of(m);
-    let al = gm.len();
-    for oo in 0..o {
-        for cc in 0..c {
-            let x = |a: usize, b: usize| du[((a * al + b) * c + cc) * o + oo];
-            // Gᵀ X (3×α), then (Gᵀ X) G (3×3).
-            let mut gx = [[0.0f32; 6]; 3];
-            for i in 0..3 {
-                for b in 0..al {
-                    gx[i][b] = (0..al).map(|a| gm[a][i] * x(a, b)).sum();
-                }
-            }
-            let k = &mut dw[(oo * c + cc) * 9..][..9];
-            for i in 0..3 {
-                for j in 0..3 {
-                    k[i * 3 + j] = (0..al).map(|b| gx[i][b] * gm[b][j]).sum();
-                }
-            }
-        }
-    }
 }
 
 /// A thread's scratch: V and M (or dM) for one block of images, with
