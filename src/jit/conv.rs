@@ -439,12 +439,14 @@ unsafe fn weight_grad(
                     for g in 0..d.groups {
                         d.im2col(x, img, g, cols);
                         // dyᵀ [P][O] of this image and group.
-                        let yg = std::slice::from_raw_parts(dy.add(img * ys + g * og * p), og * p);
-                        for (o, row) in yg.chunks_exact(p).enumerate() {
-                            for (q, &v) in row.iter().enumerate() {
-                                dyt[q * og + o] = v;
-                            }
-                        }
+                        super::transpose::transpose_into(
+                            dy.add(img * ys + g * og * p),
+                            dyt.as_mut_ptr(),
+                            og,
+                            p,
+                            p as isize,
+                            og as isize,
+                        );
                         let ag = &mut acc[g * k * og..(g + 1) * k * og];
                         // dWᵀ (K×O) += cols (K×P) · dyᵀ (P×O).
                         gemm_raw(
