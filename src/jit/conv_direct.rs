@@ -380,15 +380,17 @@ unsafe fn forward_image(im: &Image, xp: *const f32, wk: *const f32, y: *mut f32)
                 }
                 ox += nx;
             }
-            for oc in 0..im.o {
-                // SAFETY: row oy of plane oc is inside y.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(y.add((oc * im.oh + oy) * im.ow), im.ow)
-                };
-                for (x, o) in out.iter_mut().enumerate() {
-                    *o = tile[x * vl + oc];
-                }
-            }
+            // SAFETY: row oy of each plane is inside y.
+            unsafe {
+                super::transpose::transpose_into(
+                    tile.as_ptr(),
+                    y.add(oy * im.ow),
+                    im.ow,
+                    im.o,
+                    vl as isize,
+                    (im.oh * im.ow) as isize,
+                )
+            };
         }
     });
 }
