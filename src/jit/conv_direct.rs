@@ -695,9 +695,7 @@ unsafe fn forward_kernel_narrow<S: Simd, const C: usize, const X: usize, const R
                     if n == S::L {
                         S::store(at.add(u * S::L), a[u]);
                     } else if n > 0 {
-                        let mut tail = [0.0f32; MAX_LANES];
-                        S::store(tail.as_mut_ptr(), a[u]);
-                        std::ptr::copy_nonoverlapping(tail.as_ptr(), at.add(u * S::L), n);
+                        S::store_first(at.add(u * S::L), a[u], n);
                     }
                 }
             }

@@ -21,6 +21,8 @@ pub(crate) trait Simd {
     unsafe fn zero() -> Self::V;
     unsafe fn load(p: *const f32) -> Self::V;
     unsafe fn store(p: *mut f32, v: Self::V);
+    /// Stores the first `n` (< L) lanes, nothing past them.
+    unsafe fn store_first(p: *mut f32, v: Self::V, n: usize);
     /// The float at `p` in every lane.
     unsafe fn splat(p: *const f32) -> Self::V;
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
@@ -53,6 +55,15 @@ impl Simd for Avx2 {
         unsafe { _mm256_storeu_ps(p, v) }
     }
     #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
+        // (AVX2's masked stores are microcoded on AMD.)
+        let mut tail = [0.0f32; 8];
+        unsafe {
+            _mm256_storeu_ps(tail.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(tail.as_ptr(), p, n.min(8));
+        }
+    }
+    #[inline(always)]
     unsafe fn splat(p: *const f32) -> __m256 {
         unsafe { _mm256_broadcast_ss(&*p) }
     }
@@ -81,6 +92,11 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: __m512) {
         unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m512, n: usize) {
+        let mask = ((1u32 << n.min(16)) - 1) as __mmask16;
+        unsafe { _mm512_mask_storeu_ps(p, mask, v) }
     }
     #[inline(always)]
     unsafe fn splat(p: *const f32) -> __m512 {
