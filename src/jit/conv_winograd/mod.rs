@@ -44,6 +44,7 @@ use super::helpers::{ConvDesc, Shared, sum_of_parts};
 use super::team::parallel_for;
 
 mod f4;
+mod products;
 mod tiles;
 mod weights;
 
@@ -296,7 +297,18 @@ unsafe fn forward_images(g: &Geo, src: *const f32, dst: *mut f32, u: &[f32], lo:
             let t = (q1 - q0) * g.tw;
             // SAFETY: images lo..hi are inside src; v has 16·ci·ts floats.
             unsafe { tiles::input(g, src, q0, q1, v, plane) };
+            let wide = crate::jit::host::has_avx512();
             for xi in 0..g.xis() {
+                let (mx, vx, ux) = (
+                    m.as_mut_ptr().wrapping_add(xi * g.co * ts),
+                    v.as_ptr().wrapping_add(xi * g.ci * ts),
+                    u.as_ptr().wrapping_add(xi * g.ci * g.co),
+                );
+                if wide {
+                    // SAFETY: as below; the host has AVX-512.
+                    unsafe { products::forward(t, g.ci, g.co, vx, ts, ux, mx) };
+                    continue;
+                }
                 // M[ξ] (T×co), stored [co][ts] = V[ξ] (T×ci, stored [ci][ts]) · U[ξ] (ci×co).
                 // SAFETY: each operand's block lies inside its buffer.
                 unsafe {
@@ -304,13 +316,13 @@ unsafe fn forward_images(g: &Geo, src: *const f32, dst: *mut f32, u: &[f32], lo:
                         t,
                         g.co,
                         g.ci,
-                        m.as_mut_ptr().add(xi * g.co * ts),
+                        mx,
                         1,
                         ts as isize,
-                        v.as_ptr().add(xi * g.ci * ts),
+                        vx,
                         1,
                         ts as isize,
-                        u.as_ptr().add(xi * g.ci * g.co),
+                        ux,
                         g.co as isize,
                         1,
                         false,
@@ -347,7 +359,23 @@ unsafe fn weight_grad_images(
                 tiles::input(g, x, q0, q1, v, plane);
                 tiles::output_grad(g, dy, q0, q1, dm, plane);
             }
+            let wide = crate::jit::host::has_avx512();
             for xi in 0..g.xis() {
+                if wide {
+                    // SAFETY: as below; the host has AVX-512.
+                    unsafe {
+                        products::weight_grad(
+                            t,
+                            g.ci,
+                            g.co,
+                            v.as_ptr().add(xi * g.ci * ts),
+                            ts,
+                            dm.as_ptr().add(xi * g.co * ts),
+                            du.as_mut_ptr().add(xi * g.ci * g.co),
+                        )
+                    };
+                    continue;
+                }
                 // dU[ξ] (ci×co) += V[ξ]ᵀ (ci×T, stored [ci][ts]) · dM[ξ] (T×co, stored [co][ts]).
                 // SAFETY: each operand's block lies inside its buffer.
                 unsafe {
