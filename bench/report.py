@@ -296,7 +296,7 @@ def flops_section(recs, threads, models):
              if k[1] == "nnc" and ok(r) and r.get("gflops") and r.get("peak_fraction")]
     note = ("GFLOP/s = floating-point operations of one training step (those of the nodes the step "
             "computes) / median step time; % of peak = over the single-core FMA peak nnc measured "
-            "(a loop of independent 256-bit FMAs) times the threads")
+            "(loops of independent 256-bit and 512-bit FMAs, the faster) times the threads")
     if peaks:
         note += f", here {min(peaks):.1f}-{max(peaks):.1f} GFLOP/s per core" if max(peaks) - min(peaks) > 0.05 \
             else f", here {peaks[0]:.1f} GFLOP/s per core"
