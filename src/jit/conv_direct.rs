@@ -481,44 +481,32 @@ unsafe fn weight_grad_image(im: &Image, xp: *const f32, dyt: *const f32, acc: *m
 }
 
 /// [`weight_grad_kernel`] for one kernel row, and for two.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn weight_grad_rows1<S: Simd, const V: usize, const N: usize>(
-    im: &Image,
-    xp: *const f32,
-    dyt: *const f32,
-    acc: *mut f32,
-    cc: usize,
-    i: usize,
-    j: usize,
-    valid: usize,
-) {
-    unsafe { weight_grad_kernel::<S, V, N, 1>(im, xp, dyt, acc, cc, i, j, valid) }
+macro_rules! grad_rows {
+    ($($name:ident, $kernel:ident, $rows:literal;)*) => {$(
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $kernel<S: Simd, const V: usize, const N: usize>(
+            im: &Image,
+            xp: *const f32,
+            dyt: *const f32,
+            acc: *mut f32,
+            cc: usize,
+            i: usize,
+            j: usize,
+            valid: usize,
+        ) {
+            unsafe { weight_grad_kernel::<S, V, N, $rows>(im, xp, dyt, acc, cc, i, j, valid) }
+        }
+        wide_and_narrow!($name => $kernel(
+            im: &Image, xp: *const f32, dyt: *const f32, acc: *mut f32,
+            cc: usize, i: usize, j: usize, valid: usize
+        ));
+    )*};
 }
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn weight_grad_rows2<S: Simd, const V: usize, const N: usize>(
-    im: &Image,
-    xp: *const f32,
-    dyt: *const f32,
-    acc: *mut f32,
-    cc: usize,
-    i: usize,
-    j: usize,
-    valid: usize,
-) {
-    unsafe { weight_grad_kernel::<S, V, N, 2>(im, xp, dyt, acc, cc, i, j, valid) }
+grad_rows! {
+    weight_grad_run1, weight_grad_rows1, 1;
+    weight_grad_run2, weight_grad_rows2, 2;
 }
-
-wide_and_narrow!(weight_grad_run1 => weight_grad_rows1(
-    im: &Image, xp: *const f32, dyt: *const f32, acc: *mut f32,
-    cc: usize, i: usize, j: usize, valid: usize
-));
-wide_and_narrow!(weight_grad_run2 => weight_grad_rows2(
-    im: &Image, xp: *const f32, dyt: *const f32, acc: *mut f32,
-    cc: usize, i: usize, j: usize, valid: usize
-));
 
 /// Taps (i.., j..j + N) of input channel `cc` for R (1 or 2) kernel rows,
 /// summed over all positions; adds the first `valid` of each row into
