@@ -195,6 +195,7 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
     };
     // Images split across threads in fixed contiguous chunks.
     let parts = super::conv::chunks(d.n, threads);
+    let wide = crate::jit::host::has_avx512();
     match d.kind {
         0 | 1 => {
             let grad = d.kind == 1;
@@ -215,7 +216,7 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
                     let (lo, hi) = parts[t];
                     // SAFETY: src and dst hold the whole batch; threads write
                     // disjoint images.
-                    unsafe { forward_images(&g, src.get(), dst.get(), u, lo, hi) }
+                    unsafe { forward_images(&g, src.get(), dst.get(), u, lo, hi, wide) }
                 });
             });
         }
@@ -226,7 +227,7 @@ pub unsafe fn run(ctx: *const Ctx, d: &ConvDesc, threads: usize) {
             let du = sum_of_parts(threads, parts.len(), len, |t, du| {
                 let (lo, hi) = parts[t];
                 // SAFETY: x and dy hold the whole batch.
-                unsafe { weight_grad_images(&g, x.get(), y.get(), du, lo, hi) };
+                unsafe { weight_grad_images(&g, x.get(), y.get(), du, lo, hi, wide) };
             });
             // SAFETY: the weight gradient holds o·c·9 floats.
             let dw = unsafe { std::slice::from_raw_parts_mut(w.get(), d.o * d.c * 9) };
@@ -288,8 +289,18 @@ fn with_buffers<R>(g: &Geo, f: impl FnOnce(&mut [f32], &mut [f32], &mut [f32]) -
 ///
 /// # Safety
 /// `src` holds the batch's input [N][ci][hi][wi], `dst` its output
-/// [N][co][ho][wo]; `u` is [ξ][ci][co]; the host has AVX2 and FMA.
-unsafe fn forward_images(g: &Geo, src: *const f32, dst: *mut f32, u: &[f32], lo: usize, hi: usize) {
+/// [N][co][ho][wo]; `u` is [ξ][ci][co]; the host has AVX2 and FMA, and
+/// AVX-512 when `wide` (the products then run in `products`, else through
+/// the `gemm` crate).
+unsafe fn forward_images(
+    g: &Geo,
+    src: *const f32,
+    dst: *mut f32,
+    u: &[f32],
+    lo: usize,
+    hi: usize,
+    wide: bool,
+) {
     let none = gemm::Parallelism::None;
     let ts = g.tile_stride();
     with_buffers(g, |v, m, plane| {
@@ -297,7 +308,6 @@ unsafe fn forward_images(g: &Geo, src: *const f32, dst: *mut f32, u: &[f32], lo:
             let t = (q1 - q0) * g.tw;
             // SAFETY: images lo..hi are inside src; v has 16·ci·ts floats.
             unsafe { tiles::input(g, src, q0, q1, v, plane) };
-            let wide = crate::jit::host::has_avx512();
             for xi in 0..g.xis() {
                 let (mx, vx, ux) = (
                     m.as_mut_ptr().wrapping_add(xi * g.co * ts),
@@ -339,7 +349,8 @@ unsafe fn forward_images(g: &Geo, src: *const f32, dst: *mut f32, u: &[f32], lo:
 /// The weight gradient's dU [ξ][ci][co] from images lo..hi (overwritten).
 ///
 /// # Safety
-/// `x` holds the batch's input, `dy` its output gradient; the host has AVX2.
+/// `x` holds the batch's input, `dy` its output gradient; the host has
+/// AVX2, and AVX-512 when `wide` (as in [`forward_images`]).
 unsafe fn weight_grad_images(
     g: &Geo,
     x: *const f32,
@@ -347,6 +358,7 @@ unsafe fn weight_grad_images(
     du: &mut [f32],
     lo: usize,
     hi: usize,
+    wide: bool,
 ) {
     du.fill(0.0);
     let none = gemm::Parallelism::None;
@@ -359,7 +371,6 @@ unsafe fn weight_grad_images(
                 tiles::input(g, x, q0, q1, v, plane);
                 tiles::output_grad(g, dy, q0, q1, dm, plane);
             }
-            let wide = crate::jit::host::has_avx512();
             for xi in 0..g.xis() {
                 if wide {
                     // SAFETY: as below; the host has AVX-512.
@@ -486,6 +497,14 @@ mod tests {
         dw
     }
 
+    /// The product paths the host runs: the `gemm` crate's, and the
+    /// AVX-512 kernels where it has AVX-512.
+    fn widths() -> impl Iterator<Item = bool> + Clone {
+        [false, true]
+            .into_iter()
+            .filter(|&w| !w || crate::jit::host::has_avx512())
+    }
+
     /// Shapes with odd maps, every padding, one tile, and maps wide enough
     /// that a block holds part of an image (blocks cross image boundaries).
     const SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[
@@ -516,7 +535,9 @@ mod tests {
             return;
         }
         let n = 2;
-        for &(ci, co, h, w, ph, pw) in SHAPES {
+        for (&(ci, co, h, w, ph, pw), wide) in
+            SHAPES.iter().flat_map(|s| widths().map(move |w| (s, w)))
+        {
             for m in [2, 4] {
                 let g = Geo::new(ci, h, w, co, ph, pw).with_tiles(m);
                 let x = values(n * ci * h * w, 1);
@@ -529,11 +550,11 @@ mod tests {
                 let mut u = vec![f32::NAN; g.xis() * ci * co];
                 weight_transform(&k, co, ci, false, m, &mut u);
                 let mut got = vec![f32::NAN; n * plane];
-                unsafe { forward_images(&g, x.as_ptr(), got.as_mut_ptr(), &u, 0, n) };
+                unsafe { forward_images(&g, x.as_ptr(), got.as_mut_ptr(), &u, 0, n, wide) };
                 close(
                     &got,
                     &want,
-                    &format!("F({m}) forward {ci} {co} {h} {w} {ph} {pw}"),
+                    &format!("F({m}) forward {ci} {co} {h} {w} {ph} {pw}, wide {wide}"),
                 );
             }
         }
@@ -545,20 +566,22 @@ mod tests {
             return;
         }
         let n = 2;
-        for &(ci, co, h, w, ph, pw) in SHAPES {
+        for (&(ci, co, h, w, ph, pw), wide) in
+            SHAPES.iter().flat_map(|s| widths().map(move |w| (s, w)))
+        {
             for m in [2, 4] {
                 let g = Geo::new(ci, h, w, co, ph, pw).with_tiles(m);
                 let x = values(n * ci * h * w, 3);
                 let dy = values(n * co * g.ho * g.wo, 4);
                 let want = direct_weight_grad(&g, n, &x, &dy);
                 let mut du = vec![f32::NAN; g.xis() * ci * co];
-                unsafe { weight_grad_images(&g, x.as_ptr(), dy.as_ptr(), &mut du, 0, n) };
+                unsafe { weight_grad_images(&g, x.as_ptr(), dy.as_ptr(), &mut du, 0, n, wide) };
                 let mut got = vec![f32::NAN; co * ci * 9];
                 weight_untransform(&du, co, ci, m, &mut got);
                 close(
                     &got,
                     &want,
-                    &format!("F({m}) weight grad {ci} {co} {h} {w} {ph} {pw}"),
+                    &format!("F({m}) weight grad {ci} {co} {h} {w} {ph} {pw}, wide {wide}"),
                 );
             }
         }
