@@ -20,13 +20,23 @@ pub const PEAK_GFLOPS_PER_CORE: f64 = 92.8;
 pub fn measure_peak_gflops() -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features were detected above.
-            let avx2 = unsafe { fma_peak_256() };
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: detected above.
-                return avx2.max(unsafe { fma_peak_512() });
+        use crate::jit::simd::{Avx2, Avx512, Simd};
+        #[target_feature(enable = "avx2,fma")]
+        fn chains_256(iters: u64) -> f32 {
+            // SAFETY: the caller checked the features.
+            unsafe { fma_chains::<Avx2>(iters) }
+        }
+        #[target_feature(enable = "avx512f")]
+        fn chains_512(iters: u64) -> f32 {
+            // SAFETY: as above.
+            unsafe { fma_chains::<Avx512>(iters) }
+        }
+        if crate::jit::host::has_avx2() {
+            // SAFETY: the features were detected.
+            let avx2 = best_of_three(Avx2::L, |n| unsafe { chains_256(n) });
+            if crate::jit::host::has_avx512() {
+                // SAFETY: detected.
+                return avx2.max(best_of_three(Avx512::L, |n| unsafe { chains_512(n) }));
             }
             return avx2;
         }
@@ -34,61 +44,51 @@ pub fn measure_peak_gflops() -> f64 {
     PEAK_GFLOPS_PER_CORE
 }
 
-/// Runs twelve independent FMA chains of `LANES`-wide vectors and returns the
-/// best GFLOP/s of three tries; `fma` is one vector FMA over the chains.
+/// Runs `chains(iters)` (twelve independent FMA chains of `lanes`-wide
+/// vectors) three times and returns the best GFLOP/s.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn best_of_three<const LANES: usize>(mut fma: impl FnMut(u64) -> f32) -> f64 {
+fn best_of_three(lanes: usize, chains: impl Fn(u64) -> f32) -> f64 {
     let iters = 2_000_000u64;
     let mut best = 0.0f64;
     for _ in 0..3 {
         let start = Instant::now();
-        std::hint::black_box(fma(iters));
+        std::hint::black_box(chains(iters));
         let secs = start.elapsed().as_secs_f64();
-        best = best.max((iters * 12 * LANES as u64 * 2) as f64 / secs / 1e9);
+        best = best.max((iters * 12 * lanes as u64 * 2) as f64 / secs / 1e9);
     }
     best
 }
 
+/// Twelve chains of `iters` dependent FMAs each; returns a lane of the
+/// result so that none is optimised away.
+///
+/// # Safety
+/// The host has the features of `S`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_peak_256() -> f64 {
-    use std::arch::x86_64::*;
-    best_of_three::<8>(|iters| {
-        // Distinct, opaque values: the compiler must keep twelve chains.
-        let a = _mm256_set1_ps(std::hint::black_box(0.999_999));
-        let b = _mm256_set1_ps(std::hint::black_box(1e-7));
-        let mut acc = [_mm256_setzero_ps(); 12];
-        for (i, x) in acc.iter_mut().enumerate() {
-            *x = _mm256_set1_ps(std::hint::black_box(1.0 + i as f32 * 0.01));
-        }
+#[inline(always)]
+unsafe fn fma_chains<S: crate::jit::simd::Simd>(iters: u64) -> f32 {
+    // Distinct, opaque values: the compiler must keep twelve chains.
+    let (a, b) = (
+        std::hint::black_box(0.999_999f32),
+        std::hint::black_box(1e-7f32),
+    );
+    unsafe {
+        let (a, b) = (S::splat(&a), S::splat(&b));
+        let mut acc: [S::V; 12] =
+            std::array::from_fn(|i| S::splat(&std::hint::black_box(1.0 + i as f32 * 0.01)));
         for _ in 0..iters {
             for x in acc.iter_mut() {
-                *x = _mm256_fmadd_ps(*x, a, b);
+                *x = S::fma(*x, a, b);
             }
         }
-        acc.iter().map(|x| _mm256_cvtss_f32(*x)).sum()
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn fma_peak_512() -> f64 {
-    use std::arch::x86_64::*;
-    best_of_three::<16>(|iters| {
-        let a = _mm512_set1_ps(std::hint::black_box(0.999_999));
-        let b = _mm512_set1_ps(std::hint::black_box(1e-7));
-        let mut acc = [_mm512_setzero_ps(); 12];
-        for (i, x) in acc.iter_mut().enumerate() {
-            *x = _mm512_set1_ps(std::hint::black_box(1.0 + i as f32 * 0.01));
+        let mut lanes = [0.0f32; 16];
+        let mut sum = 0.0;
+        for x in acc {
+            S::store(lanes.as_mut_ptr(), x);
+            sum += lanes[0];
         }
-        for _ in 0..iters {
-            for x in acc.iter_mut() {
-                *x = _mm512_fmadd_ps(*x, a, b);
-            }
-        }
-        acc.iter().map(|x| _mm512_reduce_add_ps(*x)).sum()
-    })
+        sum
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -469,13 +469,8 @@ unsafe fn weight_grad(
                 }
                 // dW [O][K] = (dWᵀ)ᵀ per group.
                 for g in 0..d.groups {
-                    let ag = &acc[g * k * og..(g + 1) * k * og];
-                    let wg = std::slice::from_raw_parts_mut(dw.add(g * og * k), og * k);
-                    for kk in 0..k {
-                        for o in 0..og {
-                            wg[o * k + kk] = ag[kk * og + o];
-                        }
-                    }
+                    let (ag, wg) = (acc[g * k * og..].as_ptr(), dw.add(g * og * k));
+                    super::transpose::transpose_into(ag, wg, k, og, og as isize, k as isize);
                 }
             })
         })

@@ -126,9 +126,13 @@ pub(crate) fn host_lanes() -> usize {
 
 /// Defines `$name::<A, B>(lanes, args…)`, which runs the generic kernel
 /// `$kernel::<S, A, B>(args…)` with S = [`Avx512`] when `lanes` is 16 and
-/// [`Avx2`] otherwise, each compiled with its target features.
+/// [`Avx2`] otherwise, each compiled with its target features. With
+/// `$kernel[E, …]` the kernel's further const arguments are fixed to E, ….
 macro_rules! wide_and_narrow {
     ($name:ident => $kernel:ident ( $($arg:ident : $ty:ty),* )) => {
+        wide_and_narrow!($name => $kernel[] ( $($arg : $ty),* ));
+    };
+    ($name:ident => $kernel:ident [$($extra:literal),*] ( $($arg:ident : $ty:ty),* )) => {
         #[allow(clippy::too_many_arguments)]
         #[inline]
         unsafe fn $name<const A: usize, const B: usize>(lanes: usize, $($arg: $ty),*) {
@@ -137,12 +141,12 @@ macro_rules! wide_and_narrow {
                 #[target_feature(enable = "avx512f")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn wide<const A: usize, const B: usize>($($arg: $ty),*) {
-                    unsafe { $kernel::<$crate::jit::simd::Avx512, A, B>($($arg),*) }
+                    unsafe { $kernel::<$crate::jit::simd::Avx512, A, B $(, $extra)*>($($arg),*) }
                 }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn narrow<const A: usize, const B: usize>($($arg: $ty),*) {
-                    unsafe { $kernel::<$crate::jit::simd::Avx2, A, B>($($arg),*) }
+                    unsafe { $kernel::<$crate::jit::simd::Avx2, A, B $(, $extra)*>($($arg),*) }
                 }
                 // SAFETY: `lanes` comes from `host_lanes`, so the host has
                 // the features of the width chosen.

@@ -58,24 +58,42 @@ pub unsafe extern "C" fn nnc_transpose(ctx: *const Ctx, d: *const TransposeDesc)
         } else {
             return strided(d, from, to);
         };
+        let threads = if splits(ni * nj) { (*ctx).threads } else { 1 };
+        let blocks = ni.div_ceil(8);
+        let parts = threads.min(blocks).max(1);
+        if parts == 1 {
+            return transpose_into(from, to, ni, nj, si, dj);
+        }
+        // Runs of 8 source rows (destination columns) per thread.
+        let (f, t) = (from as usize, to as usize);
+        super::team::parallel_for(threads, parts, |p| {
+            let lo = blocks * p / parts * 8;
+            let hi = (blocks * (p + 1) / parts * 8).min(ni);
+            let from = (f as *const f32).offset(lo as isize * si);
+            transpose_into(from, (t as *mut f32).add(lo), hi - lo, nj, si, dj);
+        });
+    }
+}
+
+/// Copies the ni×nj matrix at `from` (element (i, j) at `from + i·si + j`)
+/// to `to + i + j·dj`, in 8×8 blocks where the host has AVX2.
+///
+/// # Safety
+/// Both matrices lie inside their buffers.
+pub(crate) unsafe fn transpose_into(
+    from: *const f32,
+    to: *mut f32,
+    ni: usize,
+    nj: usize,
+    si: isize,
+    dj: isize,
+) {
+    unsafe {
         #[cfg(target_arch = "x86_64")]
         if crate::jit::host::has_avx2() {
-            let threads = if splits(ni * nj) { (*ctx).threads } else { 1 };
-            let blocks = ni.div_ceil(8);
-            let parts = threads.min(blocks).max(1);
-            if parts == 1 {
-                return tiles8(from, to, ni, nj, si, dj);
-            }
-            // Runs of 8 source rows (destination columns) per thread.
-            let (f, t) = (from as usize, to as usize);
-            super::team::parallel_for(threads, parts, |p| {
-                let lo = blocks * p / parts * 8;
-                let hi = (blocks * (p + 1) / parts * 8).min(ni);
-                let from = (f as *const f32).offset(lo as isize * si);
-                tiles8(from, (t as *mut f32).add(lo), hi - lo, nj, si, dj);
-            });
-            return;
+            return tiles8(from, to, ni, nj, si, dj);
         }
+        // Without AVX2: tiles of 16×16 in 4×4 blocks.
         for i0 in (0..ni).step_by(TILE) {
             for j0 in (0..nj).step_by(TILE) {
                 let (i1, j1) = ((i0 + TILE).min(ni), (j0 + TILE).min(nj));
@@ -100,32 +118,6 @@ pub unsafe extern "C" fn nnc_transpose(ctx: *const Ctx, d: *const TransposeDesc)
                         *to.offset(i + j * dj) = *from.offset(i * si + j);
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Copies the ni×nj matrix at `from` (element (i, j) at `from + i·si + j`)
-/// to `to + i + j·dj`, in 8×8 blocks where the host has AVX2.
-///
-/// # Safety
-/// Both matrices lie inside their buffers.
-pub(crate) unsafe fn transpose_into(
-    from: *const f32,
-    to: *mut f32,
-    ni: usize,
-    nj: usize,
-    si: isize,
-    dj: isize,
-) {
-    unsafe {
-        #[cfg(target_arch = "x86_64")]
-        if crate::jit::host::has_avx2() {
-            return tiles8(from, to, ni, nj, si, dj);
-        }
-        for i in 0..ni as isize {
-            for j in 0..nj as isize {
-                *to.offset(i + j * dj) = *from.offset(i * si + j);
             }
         }
     }
